@@ -1,0 +1,45 @@
+# Two commands for a fresh machine:  `make book`  and  `make test`.
+# Each sets up what it needs: a virtual environment with the pinned requirements, the package
+# in editable mode, and the ICT-FaceKit morphable model.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ICT_COMMIT := da5f95a607f5e6b37755b38d3385d7f2853732e5
+# Offline machines keep the archive beside the checkout; elsewhere it is downloaded from GitHub.
+ICT_FACEKIT_ARCHIVE ?= $(wildcard ../shared/ict-facekit/ICT-FaceKit-$(ICT_COMMIT).tar.gz)
+export ICT_FACEKIT_ARCHIVE
+MODEL  := data/ict-facekit/ict_face_mm.npz
+
+.PHONY: book test setup model clean-book benchmarks
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+model: setup
+	$(PY) -m disentangled_face.fetch
+
+_static/plotly.min.js: setup
+	mkdir -p _static
+	cp "$$($(PY) -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" $@
+
+book: model _static/plotly.min.js
+	DISENTANGLED_FACE_STATIC=1 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going || \
+	  (cat _build/html/reports/*.log 2>/dev/null | tail -50; exit 1)
+	@echo "Book built: _build/html/index.html"
+
+test: model
+	$(PY) -m pytest tests --nbval-lax book/ -p no:cacheprovider
+
+benchmarks: model
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean-book:
+	rm -rf _build
