@@ -177,9 +177,13 @@ def verify(files: dict[str, Path], sums: dict[str, str]) -> None:
 
 def _read_obj_vertices(path: Path) -> np.ndarray:
     """Vertex positions ``(V, 3)`` of an OBJ file in file order (trimesh's OBJ parser)."""
+    import warnings
+
     import trimesh
 
-    mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+    with warnings.catch_warnings():  # trimesh warns about the texture seams; positions are unaffected
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
     return np.asarray(mesh.vertices, dtype=np.float64)
 
 

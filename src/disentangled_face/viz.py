@@ -22,6 +22,45 @@ STATIC_ENV = "DISENTANGLED_FACE_STATIC"
 #: A skin-like single colour for meshes without a heat map.
 SKIN = "#e0b8a0"
 
+#: Meshes with more triangles than this are drawn through a decimated display mesh, which keeps
+#: each book page a few MB at most. Pass ``max_faces=None`` to draw the full resolution.
+DISPLAY_FACES = 4000
+
+_display_cache: dict = {}
+
+
+def display_mesh(vertices: np.ndarray, triangles: np.ndarray, max_faces: int | None = DISPLAY_FACES):
+    """Vertex subset and triangles of a lighter mesh for drawing (quadric decimation).
+
+    The mesh is decimated once per topology with trimesh's ``simplify_quadric_decimation``
+    (fast-simplification); each decimated vertex is then snapped to its nearest original
+    vertex (scipy KD-tree), so any shape of the same topology is drawn as ``shape[idx]`` with
+    the returned triangles. For display only: metrics always use the full mesh.
+
+    Returns
+    -------
+    idx : ndarray (p,)
+        Original vertex indices to draw.
+    tris : ndarray (q, 3)
+        Triangles indexing into ``idx``.
+    """
+    triangles = np.asarray(triangles)
+    if max_faces is None or len(triangles) <= max_faces:
+        return np.arange(len(vertices)), triangles
+    key = (len(vertices), triangles.shape, hash(triangles.tobytes()), max_faces)
+    if key not in _display_cache:
+        import trimesh
+        from scipy.spatial import cKDTree
+
+        low = trimesh.Trimesh(np.asarray(vertices, np.float64), triangles, process=False)
+        low = low.simplify_quadric_decimation(face_count=max_faces)
+        _, nearest = cKDTree(np.asarray(vertices)).query(low.vertices)
+        idx, inverse = np.unique(nearest, return_inverse=True)
+        tris = inverse[np.asarray(low.faces)]
+        keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
+        _display_cache[key] = (idx, tris[keep].astype(np.int32))
+    return _display_cache[key]
+
 
 def is_static_build() -> bool:
     """True while the static HTML book is being built (``$DISENTANGLED_FACE_STATIC`` set)."""
@@ -58,7 +97,8 @@ def _jsonable(obj):
 
 def mesh_trace(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarray | None = None,
                colorscale: str = "Viridis", name: str = "", showscale: bool = False,
-               cmin: float | None = None, cmax: float | None = None, **kwargs):
+               cmin: float | None = None, cmax: float | None = None,
+               max_faces: int | None = DISPLAY_FACES, **kwargs):
     """A plotly ``Mesh3d`` trace of a face mesh.
 
     Parameters
@@ -69,6 +109,8 @@ def mesh_trace(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarra
         0-based vertex indices.
     intensity : ndarray, shape (n,), optional
         Per-vertex scalar drawn as a heat map (for example a mode's magnitude in mm).
+    max_faces : int or None
+        Draw through :func:`display_mesh` when the mesh has more triangles.
 
     Raises
     ------
@@ -80,14 +122,16 @@ def mesh_trace(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarra
     v = np.asarray(vertices, dtype=np.float32)
     if v.ndim != 2 or v.shape[1] != 3:
         raise ValueError(f"vertices must have shape (n, 3), got {v.shape}")
-    t = np.asarray(triangles)
+    idx, t = display_mesh(v, triangles, max_faces)
+    v = v[idx]
     args = dict(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=t[:, 0], j=t[:, 1], k=t[:, 2], name=name,
                 flatshading=False, lighting=dict(ambient=0.45, diffuse=0.7, specular=0.15, roughness=0.6),
                 lightposition=dict(x=0, y=100, z=300), hoverinfo="skip")
     if intensity is not None:
         intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
-        if intensity.shape[0] != v.shape[0]:
-            raise ValueError(f"intensity must have {v.shape[0]} entries, got {intensity.shape[0]}")
+        if intensity.shape[0] != len(vertices):
+            raise ValueError(f"intensity must have {len(vertices)} entries, got {intensity.shape[0]}")
+        intensity = intensity[idx]
         args.update(intensity=intensity, colorscale=colorscale, showscale=showscale, cmin=cmin, cmax=cmax)
     else:
         args.update(color=SKIN)
@@ -166,3 +210,83 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
     scenes = {f"scene{'' if i == 0 else i + 1}": face_scene() for i in range(rows * cols)}
     fig.update_layout(height=height_per_row * rows, margin=dict(l=0, r=0, t=30, b=0), showlegend=False, **scenes)
     return fig
+
+
+def morph_slider_figure(frames: Sequence[tuple[str, np.ndarray]], triangles: np.ndarray,
+                        title: str = "", slider_prefix: str = "", height: int = 480,
+                        decimals: int = 1):
+    """A mesh with a plotly slider over precomputed shapes: explorable without a kernel.
+
+    Each slider step restyles the mesh's vertex positions, so the static HTML book can be
+    explored like a widget. Coordinates are rounded to ``decimals`` (mm) to keep pages small.
+
+    Parameters
+    ----------
+    frames : sequence of (label, ndarray (n, 3))
+        Step label and vertex positions (mm).
+    triangles : ndarray (m, 3)
+    """
+    import plotly.graph_objects as go
+
+    if not frames:
+        raise ValueError("frames must hold at least one (label, vertices) pair")
+    first = np.asarray(frames[0][1], np.float32)
+    fig = go.Figure(mesh_trace(first, triangles))
+    idx, _ = display_mesh(first, triangles)
+    steps = []
+    for label, v in frames:
+        # slider arguments are written as JSON text: short decimals keep the page small
+        v = np.round(np.asarray(v, np.float64)[idx], decimals)
+        steps.append(dict(method="restyle", label=label,
+                          args=[{"x": [v[:, 0].tolist()], "y": [v[:, 1].tolist()], "z": [v[:, 2].tolist()]}, [0]]))
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), scene=face_scene(),
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix=slider_prefix), pad=dict(t=10))],
+    )
+    return fig
+
+
+def shape_explorer_widget(model, n_id: int = 4, expressions: Sequence[str] | None = None,
+                          id_range: float = 3.0):
+    """Live ipywidgets sliders for ``alpha_id`` and ``alpha_exp`` driving a plotly mesh.
+
+    For JupyterLab with a running kernel; the static book shows :func:`morph_slider_figure`
+    instead (see :func:`is_static_build`).
+
+    Parameters
+    ----------
+    model : MorphableModel
+    n_id : int
+        Number of identity sliders (the first modes), each in ``[-id_range, id_range]``.
+    expressions : sequence of str, optional
+        Expression names to expose (sliders in the model's ``exp_bounds``).
+    """
+    import ipywidgets as W
+    from IPython.display import clear_output
+
+    expressions = list(expressions or model.exp_names[:4])
+    unknown = [e for e in expressions if e not in model.exp_names]
+    if unknown:
+        raise ValueError(f"unknown expression names {unknown}; the model has {model.exp_names}")
+    lo, hi = model.exp_bounds or (-3.0, 3.0)
+    id_sliders = [W.FloatSlider(value=0.0, min=-id_range, max=id_range, step=0.1,
+                                description=f"α_id[{i + 1}]", continuous_update=False) for i in range(n_id)]
+    exp_sliders = [W.FloatSlider(value=0.0, min=lo, max=hi, step=0.05, description=name,
+                                 continuous_update=False) for name in expressions]
+    out = W.Output()
+
+    def redraw(*_):
+        a = np.zeros(model.n_id, np.float32)
+        e = np.zeros(model.n_exp, np.float32)
+        for i, s in enumerate(id_sliders):
+            a[i] = s.value
+        for name, s in zip(expressions, exp_sliders):
+            e[model.exp_names.index(name)] = s.value
+        with out:
+            clear_output(wait=True)
+            show(mesh_figure(model.shape(a, e), model.triangles, title="s = s_mean + A_id α_id + A_exp α_exp"))
+
+    for s in id_sliders + exp_sliders:
+        s.observe(redraw, names="value")
+    redraw()
+    return W.HBox([W.VBox([W.Label("identity"), *id_sliders, W.Label("expression"), *exp_sliders]), out])

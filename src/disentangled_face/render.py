@@ -1,0 +1,421 @@
+"""Headless batch rasteriser for synthetic face images (OpenGL through moderngl + EGL).
+
+The renderer draws a mesh of fixed topology (the morphable model's triangles) for a batch of
+images in one draw call: the triangle index buffer is uploaded once; per batch only the vertex
+data (projected pixel positions, depths, normals and albedo) and the per-image lights are
+uploaded, into shader storage buffers that an instanced draw reads with
+``gl_InstanceID * n + gl_VertexID``. Each instance is drawn into its own tile of one atlas
+framebuffer (one context, one framebuffer for the renderer's lifetime); fragments falling
+outside their tile are discarded, so tiles never bleed into each other and every image is
+exactly what a one-image render would give.
+
+Geometry follows the shared camera convention of :mod:`disentangled_face.camera`: the caller
+passes pixel coordinates ``(u, v)`` (u right, v down, origin at the image's top-left corner, so
+that pixel ``(row i, column j)`` covers ``u in [j, j+1)``, ``v in [i, i+1)`` and is sampled at
+its centre ``(j + 0.5, i + 0.5)``) and the depth ``(R X)_z`` in mm, larger being closer to the
+camera, exactly as :func:`camera.project` and :func:`camera.depth` give them. The depth test
+keeps the closest surface.
+
+Shading (per pixel, in camera coordinates x right, y up, z toward the viewer) is Lambertian
+with an ambient term::
+
+    rgb = albedo * (ambient + diffuse * max(0, <n, l>))
+
+with ``n`` the interpolated unit normal and ``l`` the unit direction *toward* the light. Back
+faces (the inside of the mesh, seen through the eye holes of a face-area mesh) are drawn
+dark (``0.25 * albedo * ambient``).
+
+Requirements: ``moderngl`` (PyPI) and an EGL + OpenGL 4.3 driver. On a machine without a GPU,
+Mesa's llvmpipe software driver provides both (Debian/Ubuntu packages ``libegl1``,
+``libgl1-mesa-dri``; conda: ``mesalib``). :class:`RendererUnavailableError` names what to
+install when the context cannot be created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+#: Depth range (mm) mapped onto the OpenGL depth buffer: depths in [-ZSCALE, ZSCALE] are kept.
+ZSCALE = 2000.0
+
+_INSTALL_HINT = (
+    "Install the PyPI package `moderngl` (pip install moderngl) and an EGL + OpenGL driver: on "
+    "Debian/Ubuntu `apt-get install libegl1 libgl1-mesa-dri` (Mesa's llvmpipe renders on the CPU), "
+    "on conda `conda install -c conda-forge mesalib`; on a machine with an NVIDIA GPU the driver's "
+    "libEGL_nvidia works too."
+)
+
+
+class RendererUnavailableError(RuntimeError):
+    """No headless OpenGL context could be created (the message names what to install)."""
+
+
+_VERTEX_SHADER = """
+#version 430
+layout(std430, binding = 0) readonly buffer Verts { vec4 vdata[]; };
+uniform int n_vertices;
+uniform int cols;
+uniform vec2 tile;
+uniform vec2 atlas;
+uniform float zscale;
+out vec3 v_normal;
+out vec3 v_albedo;
+out vec2 v_local;
+flat out int v_inst;
+void main() {
+    int base = (gl_InstanceID * n_vertices + gl_VertexID) * 3;
+    vec4 p = vdata[base];
+    vec2 origin = vec2(float(gl_InstanceID % cols), float(gl_InstanceID / cols)) * tile;
+    vec2 pix = origin + p.xy;
+    gl_Position = vec4(pix.x / atlas.x * 2.0 - 1.0, 1.0 - pix.y / atlas.y * 2.0, -p.z / zscale, 1.0);
+    v_local = p.xy;
+    v_normal = vdata[base + 1].xyz;
+    v_albedo = vdata[base + 2].rgb;
+    v_inst = gl_InstanceID;
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 430
+layout(std430, binding = 1) readonly buffer Lights { vec4 ldata[]; };
+uniform vec2 tile;
+in vec3 v_normal;
+in vec3 v_albedo;
+in vec2 v_local;
+flat in int v_inst;
+out vec4 frag;
+void main() {
+    if (v_local.x < 0.0 || v_local.y < 0.0 || v_local.x >= tile.x || v_local.y >= tile.y) discard;
+    vec3 ambient = ldata[3 * v_inst].rgb;
+    vec3 dir = ldata[3 * v_inst + 1].xyz;
+    vec3 diffuse = ldata[3 * v_inst + 2].rgb;
+    vec3 rgb;
+    if (gl_FrontFacing) {
+        vec3 n = normalize(v_normal);
+        rgb = v_albedo * (ambient + diffuse * max(dot(n, dir), 0.0));
+    } else {
+        rgb = 0.25 * v_albedo * ambient;
+    }
+    frag = vec4(clamp(rgb, 0.0, 1.0), 1.0);
+}
+"""
+
+
+def create_context():
+    """A standalone headless OpenGL context through EGL (moderngl).
+
+    Raises
+    ------
+    RendererUnavailableError
+        When moderngl is not installed or no EGL/OpenGL driver is found; the message names
+        what to install.
+    """
+    try:
+        import moderngl
+    except ImportError as exc:  # pragma: no cover - moderngl is a requirement
+        raise RendererUnavailableError(f"moderngl is not installed. {_INSTALL_HINT}") from exc
+    try:
+        ctx = moderngl.create_standalone_context(backend="egl")
+    except Exception as exc:  # the error types differ between moderngl/glcontext versions
+        raise RendererUnavailableError(
+            f"could not create a headless OpenGL context through EGL ({exc}). {_INSTALL_HINT}"
+        ) from exc
+    if ctx.version_code < 430:
+        raise RendererUnavailableError(
+            f"the OpenGL driver offers version {ctx.version_code}, the renderer needs 4.3 "
+            f"(shader storage buffers). {_INSTALL_HINT}"
+        )
+    return ctx
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray,
+                   incidence: scipy.sparse.spmatrix | None = None) -> np.ndarray:
+    """Area-weighted unit vertex normals of a batch of meshes with one topology.
+
+    Parameters
+    ----------
+    vertices : ndarray, shape (n, 3) or (B, n, 3)
+    triangles : ndarray, shape (m, 3)
+        Counter-clockwise seen from the outside (normals point outward).
+    incidence : sparse matrix (n, m), optional
+        Vertex-triangle incidence (see :func:`incidence_matrix`), to reuse across calls.
+
+    Returns
+    -------
+    ndarray, same shape as ``vertices``, float32
+        Unit normals (zero for isolated vertices).
+    """
+    v = np.asarray(vertices, dtype=np.float32)
+    single = v.ndim == 2
+    if single:
+        v = v[None]
+    if v.ndim != 3 or v.shape[-1] != 3:
+        raise ValueError(f"vertices must have shape (n, 3) or (B, n, 3), got {np.shape(vertices)}")
+    if incidence is None:
+        incidence = incidence_matrix(triangles, v.shape[1])
+    a, b, c = v[:, triangles[:, 0]], v[:, triangles[:, 1]], v[:, triangles[:, 2]]
+    fn = np.cross(b - a, c - a)  # (B, m, 3), length = 2 * area
+    B, m = fn.shape[:2]
+    vn = incidence @ fn.transpose(1, 0, 2).reshape(m, B * 3)
+    vn = vn.reshape(-1, B, 3).transpose(1, 0, 2)
+    norm = np.linalg.norm(vn, axis=-1, keepdims=True)
+    vn = (vn / np.maximum(norm, 1e-12)).astype(np.float32)
+    return vn[0] if single else vn
+
+
+def incidence_matrix(triangles: np.ndarray, n_vertices: int) -> scipy.sparse.csr_matrix:
+    """Sparse (n, m) matrix with a 1 where vertex i belongs to triangle j (float32)."""
+    tri = np.asarray(triangles, dtype=np.int64)
+    m = tri.shape[0]
+    rows = tri.reshape(-1)
+    cols = np.repeat(np.arange(m), 3)
+    return scipy.sparse.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n_vertices, m))
+
+
+@dataclass
+class Light:
+    """Ambient + directional light for a batch (camera coordinates: x right, y up, z to viewer).
+
+    Attributes
+    ----------
+    ambient : ndarray, shape (B, 3)
+        Ambient RGB intensity.
+    direction : ndarray, shape (B, 3)
+        Unit vector toward the light (z > 0: in front of the face).
+    diffuse : ndarray, shape (B, 3)
+        Directional RGB intensity.
+    """
+
+    ambient: np.ndarray
+    direction: np.ndarray
+    diffuse: np.ndarray
+
+    @classmethod
+    def frontal(cls, batch: int, ambient: float = 0.45, diffuse: float = 0.6) -> "Light":
+        """A white light from the camera direction for ``batch`` images."""
+        return cls(np.full((batch, 3), ambient, np.float32),
+                   np.tile(np.array([0.0, 0.0, 1.0], np.float32), (batch, 1)),
+                   np.full((batch, 3), diffuse, np.float32))
+
+    def take(self, idx) -> "Light":
+        """The lights of a subset of the batch."""
+        return Light(self.ambient[idx], self.direction[idx], self.diffuse[idx])
+
+
+@dataclass
+class RenderResult:
+    """What :meth:`Renderer.render` returns.
+
+    Attributes
+    ----------
+    rgb : ndarray, shape (B, H, W, 3), uint8
+        Shaded colours (black where no surface).
+    mask : ndarray, shape (B, H, W), bool
+        Pixels covered by a surface.
+    depth : ndarray, shape (B, H, W), float32
+        Depth ``(R X)_z`` in mm of the closest surface at each pixel centre, ``-inf`` where
+        there is none.
+    """
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+
+
+class Renderer:
+    """Batch rasteriser of one mesh topology into (H, W) images (headless OpenGL, EGL).
+
+    Parameters
+    ----------
+    triangles : ndarray, shape (m, 3)
+        Vertex indices, counter-clockwise seen from the outside (uploaded once).
+    n_vertices : int
+        Number of vertices n.
+    height, width : int
+        Image size in pixels (112 x 96 for SphereFace's crops).
+    max_batch : int
+        Largest batch drawn in one call (the atlas holds this many tiles); larger inputs to
+        :meth:`render` are split.
+    ctx : moderngl.Context, optional
+        A context to share; by default one is created with :func:`create_context`.
+
+    Raises
+    ------
+    RendererUnavailableError
+        When no headless OpenGL context can be created.
+    ValueError
+        On a triangle index outside ``[0, n_vertices)``.
+
+    Examples
+    --------
+    >>> quad = np.array([[10, 10, 0], [30, 10, 0], [30, 20, 0], [10, 20, 0]], float)
+    >>> r = Renderer(np.array([[0, 2, 1], [0, 3, 2]]), 4, height=32, width=32)
+    >>> out = r.render(quad[None], normals=np.tile([0, 0, 1.0], (1, 4, 1)),
+    ...                albedo=np.ones((1, 4, 3)))
+    >>> int(out.mask.sum())
+    200
+    """
+
+    def __init__(self, triangles: np.ndarray, n_vertices: int, height: int = 112, width: int = 96,
+                 max_batch: int = 64, ctx=None) -> None:
+        tri = np.asarray(triangles)
+        if tri.ndim != 2 or tri.shape[1] != 3:
+            raise ValueError(f"triangles must have shape (m, 3), got {tri.shape}")
+        if tri.size and (tri.min() < 0 or tri.max() >= n_vertices):
+            raise ValueError(f"triangle indices must lie in [0, {n_vertices}), got [{tri.min()}, {tri.max()}]")
+        if height < 1 or width < 1 or max_batch < 1:
+            raise ValueError(f"height, width and max_batch must be positive, got {height}, {width}, {max_batch}")
+        import moderngl
+
+        self.triangles = tri.astype(np.int64)
+        self.n_vertices = int(n_vertices)
+        self.height, self.width = int(height), int(width)
+        self.max_batch = int(max_batch)
+        self.cols = int(np.ceil(np.sqrt(max_batch)))
+        self.rows = int(np.ceil(max_batch / self.cols))
+        self.atlas = (self.rows * self.height, self.cols * self.width)  # (H, W) pixels
+        self.ctx = ctx if ctx is not None else create_context()
+        self.incidence = incidence_matrix(self.triangles, self.n_vertices)
+        ctx = self.ctx
+        self.prog = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+        self.prog["n_vertices"].value = self.n_vertices
+        self.prog["cols"].value = self.cols
+        self.prog["tile"].value = (float(self.width), float(self.height))
+        self.prog["atlas"].value = (float(self.atlas[1]), float(self.atlas[0]))
+        self.prog["zscale"].value = ZSCALE
+        self.ibo = ctx.buffer(tri.astype(np.uint32).tobytes())
+        self.vbuf = ctx.buffer(reserve=self.max_batch * self.n_vertices * 3 * 16)
+        self.lbuf = ctx.buffer(reserve=self.max_batch * 3 * 16)
+        self.vao = ctx.vertex_array(self.prog, [], index_buffer=self.ibo, index_element_size=4)
+        self.fbo = ctx.framebuffer(
+            color_attachments=[ctx.renderbuffer((self.atlas[1], self.atlas[0]), 4)],
+            depth_attachment=ctx.depth_renderbuffer((self.atlas[1], self.atlas[0])),
+        )
+        self._moderngl = moderngl
+        self._packed = np.zeros((self.max_batch, self.n_vertices, 3, 4), np.float32)
+
+    def release(self) -> None:
+        """Free the OpenGL objects (the context too when the renderer created it)."""
+        for obj in (self.vao, self.ibo, self.vbuf, self.lbuf, self.fbo, self.prog):
+            obj.release()
+
+    def render(self, uvz: np.ndarray, normals: np.ndarray, albedo: np.ndarray,
+               light: Light | None = None) -> RenderResult:
+        """Rasterise a batch of meshes.
+
+        Parameters
+        ----------
+        uvz : ndarray, shape (B, n, 3)
+            Per vertex: pixel coordinates ``u, v`` (camera convention of
+            :mod:`disentangled_face.camera`) and depth ``(R X)_z`` in mm (larger is closer).
+        normals : ndarray, shape (B, n, 3)
+            Unit vertex normals in camera coordinates (x right, y up, z toward the viewer),
+            i.e. the model normals rotated by ``R``.
+        albedo : ndarray, shape (B, n, 3) or (n, 3)
+            Per-vertex reflectance in [0, 1].
+        light : Light, optional
+            Per-image lights (frontal white light when omitted).
+
+        Returns
+        -------
+        RenderResult
+            ``rgb`` (B, H, W, 3) uint8, ``mask`` (B, H, W) bool, ``depth`` (B, H, W) mm.
+
+        Raises
+        ------
+        ValueError
+            When the arrays' shapes disagree with (B, n, 3).
+        """
+        uvz = np.asarray(uvz, dtype=np.float32)
+        n = self.n_vertices
+        if uvz.ndim != 3 or uvz.shape[1:] != (n, 3):
+            raise ValueError(f"uvz must have shape (B, {n}, 3), got {uvz.shape}")
+        B = uvz.shape[0]
+        normals = np.asarray(normals, dtype=np.float32)
+        albedo = np.asarray(albedo, dtype=np.float32)
+        if albedo.ndim == 2:
+            albedo = np.broadcast_to(albedo, (B,) + albedo.shape)
+        for name, arr in (("normals", normals), ("albedo", albedo)):
+            if arr.shape != (B, n, 3):
+                raise ValueError(f"{name} must have shape ({B}, {n}, 3), got {arr.shape}")
+        if light is None:
+            light = Light.frontal(B)
+        for name in ("ambient", "direction", "diffuse"):
+            if np.shape(getattr(light, name)) != (B, 3):
+                raise ValueError(f"light.{name} must have shape ({B}, 3), got {np.shape(getattr(light, name))}")
+        rgb = np.empty((B, self.height, self.width, 3), np.uint8)
+        depth = np.empty((B, self.height, self.width), np.float32)
+        for s in range(0, B, self.max_batch):
+            e = min(B, s + self.max_batch)
+            rgb[s:e], depth[s:e] = self._draw(uvz[s:e], normals[s:e], albedo[s:e], light.take(slice(s, e)))
+        return RenderResult(rgb=rgb, mask=np.isfinite(depth), depth=depth)
+
+    def _draw(self, uvz, normals, albedo, light):
+        b = uvz.shape[0]
+        packed = self._packed[:b]
+        packed[:, :, 0, :3] = uvz
+        packed[:, :, 1, :3] = normals
+        packed[:, :, 2, :3] = albedo
+        self.vbuf.write(packed.tobytes())
+        d = np.asarray(light.direction, np.float32)
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+        lights = np.zeros((b, 3, 4), np.float32)
+        lights[:, 0, :3], lights[:, 1, :3], lights[:, 2, :3] = light.ambient, d, light.diffuse
+        self.lbuf.write(lights.tobytes())
+        self.vbuf.bind_to_storage_buffer(0)
+        self.lbuf.bind_to_storage_buffer(1)
+        self.fbo.use()
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self.ctx.enable_only(self._moderngl.DEPTH_TEST)
+        self.ctx.depth_func = "<"
+        self.vao.render(self._moderngl.TRIANGLES, instances=b)
+        H, W = self.atlas
+        h, w = self.height, self.width
+        col = np.frombuffer(self.fbo.read(components=3, dtype="f1"), np.uint8).reshape(H, W, 3)[::-1]
+        dep = np.frombuffer(self.fbo.read(components=1, attachment=-1, dtype="f4"), np.float32).reshape(H, W)[::-1]
+        # tiles (rows, h, cols, w) -> (rows*cols, h, w)
+        col = col.reshape(self.rows, h, self.cols, w, 3).transpose(0, 2, 1, 3, 4).reshape(-1, h, w, 3)[:b]
+        dep = dep.reshape(self.rows, h, self.cols, w).transpose(0, 2, 1, 3).reshape(-1, h, w)[:b]
+        depth_mm = np.where(dep < 1.0, -(2.0 * dep - 1.0) * ZSCALE, -np.inf).astype(np.float32)
+        return col, depth_mm
+
+
+def visibility(points_uvz: np.ndarray, depth: np.ndarray, tol_mm: float = 4.0) -> np.ndarray:
+    """Which projected points are seen by the camera (z-buffer test).
+
+    A point is visible when it falls inside the image and its depth is no more than
+    ``tol_mm`` behind the *farthest* surface among the 3 x 3 pixels around it (the rendered
+    depth buffer). Taking the farthest neighbour makes points on a silhouette (where the
+    buffer changes fast from one pixel to the next) count as visible; a point behind an
+    occluder (the nose, the far cheek at large yaw) is hidden by many mm and stays hidden.
+
+    Parameters
+    ----------
+    points_uvz : ndarray, shape (B, k, 3)
+        Pixel coordinates ``u, v`` and depth ``(R X)_z`` in mm (larger is closer).
+    depth : ndarray, shape (B, H, W)
+        :attr:`RenderResult.depth`, mm, ``-inf`` where no surface.
+    tol_mm : float
+        Depth tolerance in mm.
+
+    Returns
+    -------
+    ndarray, shape (B, k), bool
+    """
+    p = np.asarray(points_uvz, dtype=np.float32)
+    depth = np.asarray(depth)
+    if p.ndim != 3 or p.shape[-1] != 3 or depth.ndim != 3 or depth.shape[0] != p.shape[0]:
+        raise ValueError(f"points_uvz must be (B, k, 3) and depth (B, H, W) with the same B, got {p.shape} and {depth.shape}")
+    B, H, W = depth.shape
+    j = np.floor(p[..., 0]).astype(np.int64)
+    i = np.floor(p[..., 1]).astype(np.int64)
+    inside = (i >= 0) & (i < H) & (j >= 0) & (j < W)
+    pad = np.pad(depth, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    b = np.arange(B)[:, None]
+    ic, jc = np.clip(i, 0, H - 1) + 1, np.clip(j, 0, W - 1) + 1
+    neigh = np.stack([pad[b, ic + di, jc + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)], -1)
+    farthest = neigh.min(-1)
+    return inside & (p[..., 2] >= farthest - tol_mm)
