@@ -26,11 +26,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 model: setup
 	$(PY) -m disentangled_face.fetch
 
-_static/plotly.min.js: setup
-	mkdir -p _static
+_vendor/plotly.min.js: setup
+	mkdir -p _vendor
 	cp "$$($(PY) -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" $@
 
-book: model _static/plotly.min.js
+_vendor/mathjax/MathJax.js: setup
+	mkdir -p _vendor
+	rm -rf _vendor/mathjax
+	cp -r "$$($(PY) -c 'import jupyter_server_mathjax, os; print(os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static"))')" _vendor/mathjax
+
+book: model _vendor/plotly.min.js _vendor/mathjax/MathJax.js
 	DISENTANGLED_FACE_STATIC=1 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going || \
 	  (cat _build/html/reports/*.log 2>/dev/null | tail -50; exit 1)
 	@echo "Book built: _build/html/index.html"

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = dict(
     tol=1e-4,             # relative change of E over one iteration
     pose_refine=2,        # Gauss-Newton steps on (f, R, t) after the closed form
     exp_iters=60,         # projected-gradient iterations of the bounded expression step
+    joint_iters=0,        # Levenberg-Marquardt steps on all parameters after the alternation
     dtype="float64",
 )
 
@@ -403,7 +404,71 @@ class _Fitter:
             H = H + 1e-10 * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] * torch.eye(k, dtype=self.dtype)
         return _State(torch.linalg.solve(H, g), st.a_exp, st.R, st.f, st.t)
 
-    def run(self, max_iter: int, tol: float, verbose: bool = False):
+    def joint_step(self, st: _State, mu: torch.Tensor, E_old: torch.Tensor):
+        """One Levenberg-Marquardt step on all parameters at once (Schur complement on alpha_id).
+
+        Per image the pose (f, rotation vector, t) and ``alpha_exp`` are eliminated, leaving a
+        (k_id, k_id) system per subject: the structure of bundle adjustment. Expression weights
+        at a bound whose gradient points outward are held (projected step); the step is kept per
+        subject only when it lowers E (then ``mu`` shrinks, else it grows).
+        """
+        dt = self.dtype
+        X = self.X(st)
+        RX = X @ st.R.transpose(1, 2)
+        N, L = X.shape[:2]
+        s = self.s[:, None, None]
+        r = ((self.y - st.f[:, None, None] * RX[..., :2] - st.t[:, None]) / s).reshape(N, 2 * L)
+        px, py, pz = RX[..., 0], RX[..., 1], RX[..., 2]
+        fz = st.f[:, None]
+        zero, one = torch.zeros_like(px), torch.ones_like(px)
+        du = torch.stack([-px, zero, -fz * pz, fz * py, -one, zero], -1)
+        dv = torch.stack([-py, fz * pz, zero, -fz * px, zero, -one], -1)
+        Jpose = torch.stack([du, dv], 2).reshape(N, 2 * L, 6) / s
+        Jexp, _ = self._design(self.exb, st, X)
+        Jid, _ = self._design(self.idb, st, X)
+        Jp, Jq = torch.cat([Jpose, -Jexp], -1), -Jid
+        kp, kq = Jp.shape[-1], Jq.shape[-1]
+        ke = kp - 6
+        lam_p = torch.cat([torch.zeros(6, dtype=dt), torch.full((ke,), self.lam_exp, dtype=dt)])
+        a_p = torch.cat([torch.zeros(N, 6, dtype=dt), st.a_exp], -1)
+        U = Jp.transpose(1, 2) @ Jp + torch.diag(lam_p)
+        W = Jp.transpose(1, 2) @ Jq
+        bp = -((Jp.transpose(1, 2) @ r[..., None])[..., 0] + lam_p * a_p)
+        V = torch.zeros(self.S, kq, kq, dtype=dt).index_add_(0, self.subj, Jq.transpose(1, 2) @ Jq)
+        V = V + self.lam_id * torch.eye(kq, dtype=dt)
+        bq = -(torch.zeros(self.S, kq, dtype=dt).index_add_(0, self.subj, (Jq.transpose(1, 2) @ r[..., None])[..., 0])
+               + self.lam_id * st.a_id)
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            be = bp[:, 6:]
+            held = ((st.a_exp <= lo + 1e-12) & (be <= 0)) | ((st.a_exp >= hi - 1e-12) & (be >= 0))
+            F = torch.cat([torch.ones(N, 6, dtype=dt), (~held).to(dt)], -1)
+            U = U * F[:, :, None] * F[:, None, :] + torch.diag_embed(1 - F)
+            W, bp = W * F[..., None], bp * F
+        mu_img = mu[self.subj][:, None]
+        U = U + torch.diag_embed(mu_img * U.diagonal(dim1=1, dim2=2) + 1e-12)
+        V = V + torch.diag_embed(mu[:, None] * V.diagonal(dim1=1, dim2=2) + 1e-12)
+        sol = torch.linalg.solve(U, torch.cat([W, bp[..., None]], -1))     # (N, kp, kq + 1)
+        UiW, Uib = sol[..., :kq], sol[..., kq]
+        Sred = V - torch.zeros_like(V).index_add_(0, self.subj, W.transpose(1, 2) @ UiW)
+        rhs = bq - torch.zeros_like(bq).index_add_(0, self.subj, (W.transpose(1, 2) @ Uib[..., None])[..., 0])
+        dq = torch.linalg.solve(Sred, rhs)
+        dp = Uib - (UiW @ dq[self.subj][..., None])[..., 0]
+        a_exp = st.a_exp + dp[:, 6:]
+        if self.bounds is not None:
+            a_exp = a_exp.clamp(*self.bounds)
+        cand = _State(st.a_id + dq, a_exp, _skew_exp(dp[:, 1:4]) @ st.R, st.f + dp[:, 0], st.t + dp[:, 4:6])
+        E_new = self.objective(cand)
+        ok = (E_new < E_old) & torch.isfinite(E_new)
+        ok_img = ok[self.subj]
+        new = _State(torch.where(ok[:, None], cand.a_id, st.a_id),
+                     torch.where(ok_img[:, None], cand.a_exp, st.a_exp),
+                     torch.where(ok_img[:, None, None], cand.R, st.R),
+                     torch.where(ok_img, cand.f, st.f), torch.where(ok_img[:, None], cand.t, st.t))
+        mu = torch.where(ok, mu / 3.0, mu * 4.0).clamp(1e-9, 1e6)
+        return new, mu, torch.where(ok, E_new, E_old)
+
+    def run(self, max_iter: int, tol: float, verbose: bool = False, joint_iters: int = 0):
         N = self.y.shape[0]
         st = _State(torch.zeros(self.S, self.idb.shape[0], dtype=self.dtype),
                     torch.zeros(N, self.exb.shape[0], dtype=self.dtype),
@@ -431,6 +496,16 @@ class _Fitter:
                 converged = True
                 break
             prev = E
+        if joint_iters:
+            mu = torch.full((self.S,), 1e-3, dtype=self.dtype)
+            E = self.objective(st)
+            for _ in range(joint_iters):
+                E_prev = E
+                st, mu, E = self.joint_step(st, mu, E)
+                history.append(E.numpy()); steps.append("joint")
+                done = ((E_prev - E).abs() <= 1e-12 * E_prev.abs()) & (mu >= 1e6)
+                if bool(done.all()):
+                    break
         return st, np.stack(history, 1), steps, n_iter, converged
 
 
@@ -549,7 +624,8 @@ def _run(model, y, subj, S, cfg, verbose=False):
     fitter = _Fitter(model, y, subj, S, c["lambda_id"], c["lambda_exp"], _dtype(c["dtype"]),
                      int(c["exp_iters"]), int(c["pose_refine"]), c.get("exp_solver", "torch"))
     with torch.no_grad():
-        st, hist, steps, n_iter, conv = fitter.run(int(c["max_iter"]), float(c["tol"]), verbose)
+        st, hist, steps, n_iter, conv = fitter.run(int(c["max_iter"]), float(c["tol"]), verbose,
+                                                   int(c["joint_iters"]))
         X = fitter.X(st)
         rmse = ((fitter.y - _project_up(X, st.R, st.f, st.t)) ** 2).sum(-1).mean(-1).sqrt()
     R = st.R.double().numpy()

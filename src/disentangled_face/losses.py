@@ -80,7 +80,8 @@ def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, 
     -------
     loss : tensor, scalar
     parts : dict
-        ``loss``, ``L_R`` (mm²), ``L_C`` (nats), ``lambda_r``, ``acc`` (top-1 batch accuracy) as floats.
+        ``loss``, ``L_R`` (mm²), ``L_C`` (nats), ``lambda_r``, ``acc`` (top-1 batch accuracy) as
+        detached scalar tensors (no device sync).
     """
     if lambda_r < 0:
         raise ValueError(f"lambda_r must be >= 0, got {lambda_r}")
@@ -88,8 +89,8 @@ def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, 
     l_c = identification_loss(logits, labels)
     loss = lambda_r * l_r + l_c
     acc = (logits.argmax(1) == labels).float().mean()
-    return loss, {"loss": float(loss.detach()), "L_R": float(l_r.detach()), "L_C": float(l_c.detach()),
-                  "lambda_r": float(lambda_r), "acc": float(acc)}
+    return loss, {"loss": loss.detach(), "L_R": l_r.detach(), "L_C": l_c.detach(),
+                  "lambda_r": torch.tensor(float(lambda_r)), "acc": acc.detach()}
 
 
 def code_regression_loss(c_id: torch.Tensor, c_res: torch.Tensor, t_id: torch.Tensor,
@@ -105,11 +106,11 @@ def code_regression_loss(c_id: torch.Tensor, c_res: torch.Tensor, t_id: torch.Te
     -------
     loss : tensor, scalar
     parts : dict
-        ``loss``, ``L_id``, ``L_res`` as floats.
+        ``loss``, ``L_id``, ``L_res`` as detached scalar tensors.
     """
     _check_pair(c_id, t_id, "code_regression_loss (c_id)")
     _check_pair(c_res, t_res, "code_regression_loss (c_res)")
     l_id = (c_id.float() - t_id.float()).pow(2).sum(1).mean()
     l_res = (c_res.float() - t_res.float()).pow(2).sum(1).mean()
     loss = l_id + l_res
-    return loss, {"loss": float(loss.detach()), "L_id": float(l_id.detach()), "L_res": float(l_res.detach())}
+    return loss, {"loss": loss.detach(), "L_id": l_id.detach(), "L_res": l_res.detach()}

@@ -126,7 +126,7 @@ def mesh_trace(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarra
     v = v[idx]
     args = dict(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=t[:, 0], j=t[:, 1], k=t[:, 2], name=name,
                 flatshading=False, lighting=dict(ambient=0.45, diffuse=0.7, specular=0.15, roughness=0.6),
-                lightposition=dict(x=0, y=100, z=300), hoverinfo="skip")
+                lightposition=dict(x=1000, y=2000, z=100000), hoverinfo="skip")
     if intensity is not None:
         intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
         if intensity.shape[0] != len(vertices):
@@ -178,37 +178,64 @@ def mesh_figure(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarr
 
 def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Sequence[str],
               intensities: Sequence[np.ndarray | None] | None = None, cols: int = 3,
-              height_per_row: int = 320, colorscale: str = "Viridis", shared_range: bool = False):
-    """Several meshes side by side in one plotly figure (3D subplots).
+              height_per_row: int = 300, colorscale: str = "Viridis", shared_range: bool = False,
+              gap: float = 0.15):
+    """Several meshes side by side, laid out in **one** 3D scene.
+
+    Browsers allow only about 16 WebGL contexts per page and every plotly 3D scene takes one,
+    so a grid of subplots would blank the oldest figures of a chapter. Here the meshes are
+    translated onto a grid inside a single scene, each titled by a 3D annotation.
 
     Parameters
     ----------
     meshes : sequence of ndarray (n, 3)
+        Vertex positions (mm); the same topology ``triangles`` for all.
     triangles : ndarray (m, 3)
     titles : sequence of str
     intensities : sequence of ndarray (n,) or None, optional
-        A heat map per mesh.
+        A heat map per mesh (``None`` draws it in skin colour).
     shared_range : bool
-        Use one colour range for every heat map.
+        Use one colour range for every heat map (else each is scaled to its own range).
+    gap : float
+        Space between meshes, as a fraction of the largest mesh's extent.
+
+    Raises
+    ------
+    ValueError
+        When ``titles`` or ``intensities`` do not have one entry per mesh.
     """
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
 
     k = len(meshes)
-    rows = int(np.ceil(k / cols))
-    fig = make_subplots(rows=rows, cols=cols, specs=[[{"type": "scene"}] * cols] * rows,
-                        subplot_titles=list(titles), horizontal_spacing=0.01, vertical_spacing=0.04)
+    if len(titles) != k:
+        raise ValueError(f"titles must have {k} entries (one per mesh), got {len(titles)}")
     intensities = list(intensities) if intensities is not None else [None] * k
+    if len(intensities) != k:
+        raise ValueError(f"intensities must have {k} entries (one per mesh), got {len(intensities)}")
     rng = None
     if shared_range and any(i is not None for i in intensities):
         vals = np.concatenate([np.asarray(i).ravel() for i in intensities if i is not None])
         rng = (float(vals.min()), float(vals.max()))
+    extent = np.max([np.ptp(np.asarray(m), axis=0) for m in meshes], axis=0)
+    step_x, step_y = extent[0] * (1 + gap), extent[1] * (1 + 2 * gap)
+    fig = go.Figure()
+    annotations = []
     for idx, (v, inten) in enumerate(zip(meshes, intensities)):
-        r, c = idx // cols + 1, idx % cols + 1
-        fig.add_trace(mesh_trace(v, triangles, inten, colorscale=colorscale,
-                                 showscale=(inten is not None and (not shared_range or idx == k - 1)),
-                                 cmin=rng[0] if rng else None, cmax=rng[1] if rng else None), row=r, col=c)
-    scenes = {f"scene{'' if i == 0 else i + 1}": face_scene() for i in range(rows * cols)}
-    fig.update_layout(height=height_per_row * rows, margin=dict(l=0, r=0, t=30, b=0), showlegend=False, **scenes)
+        r, c = divmod(idx, cols)
+        v = np.asarray(v, np.float32)
+        centre = (v.max(0) + v.min(0)) / 2
+        shifted = v - centre + np.array([c * step_x, -r * step_y, 0], np.float32)
+        fig.add_trace(mesh_trace(shifted, triangles, inten, colorscale=colorscale, name=titles[idx],
+                                 showscale=(inten is not None and shared_range and idx == k - 1),
+                                 cmin=rng[0] if rng else None, cmax=rng[1] if rng else None))
+        top = shifted[:, 1].max()
+        annotations.append(dict(x=c * step_x, y=top + extent[1] * gap * 0.6, z=float(shifted[:, 2].max()),
+                                text=titles[idx], showarrow=False, font=dict(size=13)))
+    rows = int(np.ceil(k / cols))
+    fig.update_layout(height=height_per_row * rows + 40, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                      scene=face_scene(annotations=annotations,
+                                       camera=dict(eye=dict(x=0.0, y=0.0, z=1.1), up=dict(x=0, y=1, z=0),
+                                                   projection=dict(type="orthographic"))))
     return fig
 
 

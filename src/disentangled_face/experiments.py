@@ -1,0 +1,604 @@
+"""Every experiment of the paper (Sec. 4) as pandas tables and plotly figures.
+
+Two layers:
+
+* **table builders** (pure functions of arrays): :func:`reconstruction_vs_yaw` (Table 1),
+  :func:`reconstruction_micc` (Table 2), :func:`rmse_per_expression` (Figs. 6-7),
+  :func:`verification_table` (Table 3), :func:`speed_table` (Table 4), :func:`learned_bases`
+  (Fig. 9) and :func:`claims` (the conclusions chapter). They take reconstructions, ground
+  truth, features or callables and know nothing about where these came from, so the tests run
+  them on tiny fake inputs.
+* **runners** (``run_*``): load the trained models (:func:`disentangled_face.train.train_pipeline`)
+  and the test protocols (:mod:`disentangled_face.synth`), compute every method's predictions
+  once, cache them under ``data/experiments/<config hash>/`` and call the builders.
+
+Methods compared (all fitted or trained by this project on the ``train`` population):
+
+========================  ==================================================================
+``3DMM fitting``          single-image landmark fitting (:func:`fitting.fit_subjects` with one
+                          image per subject), shape from ``alpha_id, alpha_exp``; feature
+                          ``alpha_id``
+``3DMM-CNN-like``         the Phase I encoder regressing the fitted codes (no identification
+                          loss), decoded through the 3DMM; feature ``c_id``
+``Proposed``              the jointly trained encoder-decoder (Phase III); feature ``c_id``
+``texture``               SphereFace-20 trained for identification only; feature: its 512-d
+                          output (no shape)
+``texture + ...``         score-level fusion (z-score, sum; :func:`metrics.fuse_scores`)
+========================  ==================================================================
+
+VRN and 3DSR are not rebuilt: they appear only in the paper's tables
+(:mod:`disentangled_face.paper_results`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+
+__all__ = [
+    "RECON_METHODS", "VERIF_METHODS", "DEFAULT_FUSIONS", "PAPER_ONLY", "EXPERIMENT_DEFAULTS",
+    "experiment_config", "ReconResult", "reconstruction_errors", "reconstruction_vs_yaw",
+    "reconstruction_micc", "rmse_per_expression", "sequence_features", "VerificationTable",
+    "verification_table", "roc_figure", "time_per_image", "speed_table", "learned_bases",
+    "bases_figures", "Claim", "claims", "recon_figure",
+]
+
+#: Methods with a reconstruction, in table order.
+RECON_METHODS = ("3DMM fitting", "3DMM-CNN-like", "Proposed")
+#: Methods with a recognition feature, in table order.
+VERIF_METHODS = ("texture", "3DMM fitting", "3DMM-CNN-like", "Proposed")
+#: Score-level fusions of Table 3: name -> matchers summed.
+DEFAULT_FUSIONS = {"texture + 3DMM-CNN-like": ("texture", "3DMM-CNN-like"),
+                   "texture + Proposed": ("texture", "Proposed")}
+#: Methods of the paper that this project does not rebuild (paper numbers only).
+PAPER_ONLY = ("VRN", "3DSR")
+
+#: Defaults of the ``experiments:`` section of a profile.
+EXPERIMENT_DEFAULTS: dict[str, Any] = dict(
+    crop_radius_mm=metrics.CROP_RADIUS_MM,  # Sec. 4.1
+    metric="rmse_mm",                      # column shown in the tables: paper | mean_mm | rmse_mm
+    far_targets=[0.1, 0.01],               # Sec. 4.2
+    batch_size=64,                         # images per forward pass when encoding
+    speed_images=8,                        # images timed per method (Table 4)
+    speed_repeats=3,                       # repeats; the median is reported
+    speed_batch=32,                        # batch size of the throughput measurement
+    fit_iter=None,                         # cap on the single-image fitter's iterations (None: fitting section)
+    bases_shown=4,                         # decoder columns drawn in Fig. 9
+    seed=0,
+)
+
+
+def experiment_config(cfg: Mapping | None) -> dict:
+    """Fill defaults into an ``experiments:`` section and check its keys.
+
+    Raises
+    ------
+    ValueError
+        On an unknown key or a metric not in (paper, mean_mm, rmse_mm).
+    """
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(EXPERIMENT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"experiments: unknown key(s) {sorted(unknown)}; expected some of {sorted(EXPERIMENT_DEFAULTS)}")
+    out = {**EXPERIMENT_DEFAULTS, **cfg}
+    if out["metric"] not in ("paper", "mean_mm", "rmse_mm"):
+        raise ValueError(f"experiments.metric must be paper, mean_mm or rmse_mm, got {out['metric']!r}")
+    if float(out["crop_radius_mm"]) <= 0:
+        raise ValueError("experiments.crop_radius_mm must be positive")
+    return out
+
+
+# ====================================================================== reconstruction
+METRIC_LABELS = {"paper": "Sec. 4.1 formula ||s-s*||/n", "mean_mm": "mean distance (mm)",
+                 "rmse_mm": "RMSE (mm)"}
+
+
+@dataclass
+class ReconResult:
+    """Per-shape reconstruction errors of several methods, grouped (by yaw, expression, ...).
+
+    Attributes
+    ----------
+    errors : DataFrame
+        One row per (method, shape): ``method``, ``group``, ``paper``, ``mean_mm``,
+        ``rmse_mm``, ``n_kept`` (see :class:`metrics.ShapeError`).
+    group_name : str
+        What the groups are ("yaw (deg)", "expression", ...).
+    """
+
+    errors: pd.DataFrame
+    group_name: str = "group"
+
+    def table(self, metric: str = "rmse_mm", stat: str = "mean", overall: bool = True) -> pd.DataFrame:
+        """Methods x groups table of the ``stat`` (mean, std, median) of ``metric``.
+
+        With ``overall`` a last column "all" aggregates every shape.
+        """
+        if metric not in METRIC_LABELS:
+            raise ValueError(f"metric must be one of {sorted(METRIC_LABELS)}, got {metric!r}")
+        methods = list(dict.fromkeys(self.errors["method"]))
+        groups = list(dict.fromkeys(self.errors["group"]))
+        t = self.errors.pivot_table(index="method", columns="group", values=metric, aggfunc=stat, sort=False)
+        t = t.reindex(index=methods, columns=groups)
+        if overall:
+            t["all"] = self.errors.groupby("method", sort=False)[metric].agg(stat).reindex(methods)
+        t.index.name = f"{METRIC_LABELS[metric]}, {stat}"
+        t.columns.name = self.group_name
+        return t
+
+    def best(self, metric: str = "rmse_mm") -> str:
+        """The method with the lowest overall mean ``metric``."""
+        return str(self.table(metric)["all"].idxmin())
+
+
+def reconstruction_errors(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, groups: Sequence,
+                          group_name: str = "group", radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+    """Errors of Sec. 4.1 of each method's reconstructions against the ground truth.
+
+    Parameters
+    ----------
+    model : MorphableModel
+        Gives the topology: landmarks (for the Procrustes alignment) and the nose tip (crop).
+    recon : mapping method -> ndarray (N, n, 3)
+        Reconstructed shapes, mm, in the same order as ``truth``.
+    truth : ndarray (N, n, 3)
+        Ground-truth shapes, mm.
+    groups : sequence (N,)
+        Group of each shape (yaw angle, expression name, ...).
+
+    Returns
+    -------
+    ReconResult
+
+    Raises
+    ------
+    ValueError
+        A method with another number of shapes than ``truth``, or (from
+        :func:`metrics.model_shape_error`) a vertex-count mismatch.
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    groups = np.asarray(groups)
+    if truth.ndim != 3 or groups.shape != (truth.shape[0],):
+        raise ValueError(f"truth must be (N, n, 3) with groups (N,), got {truth.shape} and {groups.shape}")
+    frames = []
+    for name, r in recon.items():
+        r = np.asarray(r, dtype=np.float64)
+        if r.shape[0] != truth.shape[0]:
+            raise ValueError(f"method {name!r} has {r.shape[0]} shapes, the ground truth {truth.shape[0]}")
+        e = metrics.model_shape_error(model, r, truth, radius_mm=radius_mm)
+        frames.append(pd.DataFrame({"method": name, "group": groups, "paper": e.paper, "mean_mm": e.mean_mm,
+                                    "rmse_mm": e.rmse_mm, "n_kept": e.n_kept}))
+    return ReconResult(pd.concat(frames, ignore_index=True), group_name)
+
+
+def reconstruction_vs_yaw(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, yaw_deg: Sequence[float],
+                          step_deg: float = 10.0, radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+    """Table 1: reconstruction error against yaw (the bu3dfe-like sweep, -90..90 deg).
+
+    ``yaw_deg`` (N,) is rounded to the nearest multiple of ``step_deg`` to form the columns.
+    """
+    yaw = np.round(np.asarray(yaw_deg, dtype=np.float64) / step_deg) * step_deg
+    return reconstruction_errors(model, recon, truth, yaw.astype(int), "yaw (deg)", radius_mm)
+
+
+def reconstruction_micc(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, split: Sequence | None = None,
+                        radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+    """Table 2: reconstruction error on the micc-like protocol (optionally split by ``split``)."""
+    groups = np.full(np.asarray(truth).shape[0], "all") if split is None else np.asarray(split)
+    r = reconstruction_errors(model, recon, truth, groups, "split", radius_mm)
+    return r
+
+
+def rmse_per_expression(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, expression: Sequence[str],
+                        radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+    """Figs. 6-7: error per expression.
+
+    For Fig. 6 pass full reconstructed shapes and full ground-truth shapes; for Fig. 7 pass the
+    identity components (``s_mean + Delta s_Id``) and the ground-truth identity shapes
+    (``model.identity_shape(alpha_id)``): an identity component that does not move with the
+    expression keeps the same error in every column.
+    """
+    return reconstruction_errors(model, recon, truth, np.asarray(expression).astype(str), "expression", radius_mm)
+
+
+def recon_figure(result: ReconResult, metric: str = "rmse_mm", title: str = "", kind: str = "line"):
+    """Plotly figure of :meth:`ReconResult.table` (lines over yaw, or grouped bars)."""
+    import plotly.graph_objects as go
+
+    t = result.table(metric, overall=False)
+    fig = go.Figure()
+    for m in t.index:
+        if kind == "line":
+            fig.add_trace(go.Scatter(x=list(t.columns), y=t.loc[m].values, mode="lines+markers", name=m))
+        else:
+            fig.add_trace(go.Bar(x=[str(c) for c in t.columns], y=t.loc[m].values, name=m))
+    fig.update_layout(title=title, xaxis_title=result.group_name, yaxis_title=METRIC_LABELS[metric],
+                      height=380, margin=dict(l=50, r=10, t=50, b=40), barmode="group")
+    return fig
+
+
+# ====================================================================== verification
+def sequence_features(frame_features: np.ndarray, sequence_ids: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the frame features of each sequence (the YTF protocol of Sec. 4.2).
+
+    Parameters
+    ----------
+    frame_features : ndarray (N, d)
+    sequence_ids : sequence (N,)
+        Sequence of each frame.
+
+    Returns
+    -------
+    features : ndarray (S, d)
+        One feature per sequence, in the order of ``ids``.
+    ids : ndarray (S,)
+        The sorted unique sequence ids.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths, or a zero / non-finite frame feature.
+    """
+    F = metrics.check_features(frame_features, "frame_features")
+    sid = np.asarray(sequence_ids)
+    if sid.shape != (F.shape[0],):
+        raise ValueError(f"sequence_ids must have shape ({F.shape[0]},), got {sid.shape}")
+    ids, inv = np.unique(sid, return_inverse=True)
+    out = np.zeros((ids.size, F.shape[1]))
+    np.add.at(out, inv, F)
+    out /= np.bincount(inv)[:, None]
+    return out, ids
+
+
+@dataclass
+class VerificationTable:
+    """Table 3 for one protocol: every method and fusion, five metrics, ROC curves.
+
+    Attributes
+    ----------
+    results : dict name -> metrics.VerificationResult
+    """
+
+    results: dict = field(default_factory=dict)
+    protocol: str = ""
+
+    def mean(self) -> pd.DataFrame:
+        """Methods x metrics, mean over folds (percent)."""
+        return pd.DataFrame({n: {k: v[0] for k, v in r.summary().items()} for n, r in self.results.items()}).T
+
+    def std(self) -> pd.DataFrame:
+        """Methods x metrics, standard deviation over folds (percent)."""
+        return pd.DataFrame({n: {k: v[1] for k, v in r.summary().items()} for n, r in self.results.items()}).T
+
+    def table(self, digits: int = 2) -> pd.DataFrame:
+        """Methods x the five metrics as "mean ± std" strings (percent)."""
+        from .paper_results import VERIFICATION_METRICS
+
+        t = pd.DataFrame({n: r.formatted(digits) for n, r in self.results.items()}).T
+        t = t[list(VERIFICATION_METRICS)]
+        t.index.name = f"{self.protocol} (%, mean ± std over folds)"
+        return t
+
+
+def verification_table(features: Mapping[str, np.ndarray], pairs: np.ndarray, same: np.ndarray, folds: np.ndarray,
+                       fusions: Mapping[str, Sequence[str]] | None = None, far_targets=(0.1, 0.01),
+                       protocol: str = "") -> VerificationTable:
+    """Table 3: verification of every method's features and of the score-level fusions.
+
+    Scores are cosine similarities of the two features of a pair (:func:`metrics.pair_scores`);
+    fusions sum z-normalised scores with the normalisation estimated on the training folds
+    (:func:`metrics.verification`).
+
+    Parameters
+    ----------
+    features : mapping method -> ndarray (N, d)
+        Rows indexed by ``pairs`` (images, or sequences for a YTF-like protocol: see
+        :func:`sequence_features`).
+    pairs : ndarray (P, 2) int
+    same : ndarray (P,) bool
+    folds : ndarray (P,) int
+    fusions : mapping name -> matcher names, optional
+        Default :data:`DEFAULT_FUSIONS`, restricted to those whose matchers are present.
+
+    Returns
+    -------
+    VerificationTable
+
+    Raises
+    ------
+    ValueError
+        Unknown matcher in a fusion, bad pairs, or a zero / NaN feature.
+    """
+    scores = {name: metrics.pair_scores(F, pairs) for name, F in features.items()}
+    out = VerificationTable(protocol=protocol)
+    for name, s in scores.items():
+        out.results[name] = metrics.verification(s, same, folds, True, far_targets)
+    if fusions is None:
+        fusions = {k: v for k, v in DEFAULT_FUSIONS.items() if all(m in scores for m in v)}
+    for name, parts in fusions.items():
+        missing = [m for m in parts if m not in scores]
+        if missing:
+            raise ValueError(f"fusion {name!r} needs matchers {missing}, which have no features")
+        out.results[name] = metrics.verification([scores[m] for m in parts], same, folds, True, far_targets)
+    return out
+
+
+def roc_figure(table: VerificationTable, title: str = "", log_far: bool = True):
+    """ROC curves (TAR against FAR) of every method and fusion of a :class:`VerificationTable`."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, r in table.results.items():
+        far = np.maximum(r.roc_far, 1e-4) if log_far else r.roc_far
+        fig.add_trace(go.Scatter(x=far, y=r.roc_tar, mode="lines", name=name))
+    fig.update_layout(title=title or f"ROC, {table.protocol}", xaxis_title="FAR", yaxis_title="TAR",
+                      xaxis_type="log" if log_far else "linear", height=420,
+                      margin=dict(l=50, r=10, t=50, b=40), yaxis_range=[0, 1.02])
+    return fig
+
+
+# ====================================================================== speed
+def time_per_image(fn: Callable[[Any], Any], inputs: Any, n_images: int, repeats: int = 3, warmup: int = 1,
+                   sync: Callable[[], None] | None = None) -> float:
+    """Median wall time of ``fn(inputs)`` per image, in ms (:func:`time.perf_counter`).
+
+    Parameters
+    ----------
+    fn : callable
+        Processes ``inputs`` (``n_images`` images) once.
+    n_images : int
+        Images in ``inputs``.
+    repeats, warmup : int
+        Timed runs (median reported) and untimed runs first.
+    sync : callable, optional
+        Called before reading the clock (``torch.cuda.synchronize`` for GPU work).
+    """
+    if n_images < 1 or repeats < 1:
+        raise ValueError("n_images and repeats must be >= 1")
+    for _ in range(warmup):
+        fn(inputs)
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(inputs)
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times)) / n_images
+
+
+def speed_table(methods: Mapping[str, tuple[Callable, Any, int]], repeats: int = 3, device: str = "cpu",
+                reference: str | None = "Proposed", sync: Callable | None = None) -> pd.DataFrame:
+    """Table 4: time per image of each method on this machine.
+
+    Parameters
+    ----------
+    methods : mapping name -> (fn, inputs, n_images)
+        ``fn(inputs)`` processes ``n_images`` images.
+    reference : str, optional
+        Add a column "x reference" with each time divided by this method's.
+
+    Returns
+    -------
+    DataFrame
+        Index: method; columns ``ms/image`` (and the ratio), ``device``.
+    """
+    rows = {name: time_per_image(fn, x, n, repeats, sync=sync) for name, (fn, x, n) in methods.items()}
+    df = pd.DataFrame({"ms/image": pd.Series(rows)})
+    if reference is not None and reference in rows:
+        df[f"× {reference}"] = df["ms/image"] / rows[reference]
+    df["device"] = device
+    df.index.name = "method"
+    return df
+
+
+# ====================================================================== learned bases (Fig. 9)
+def learned_bases(bases_before: tuple[np.ndarray, np.ndarray], bases_after: tuple[np.ndarray, np.ndarray],
+                  model=None) -> dict:
+    """Compare decoder bases after Phase II (pre-trained) and Phase III (jointly learned), Fig. 9.
+
+    Parameters
+    ----------
+    bases_before, bases_after : (identity (k_id, n, 3), residual (k_exp, n, 3))
+        Decoder weight columns (``DisentangledFaceNet.bases()``), mm per unit code.
+    model : MorphableModel, optional
+        When given, also the fraction of each learned identity basis's energy inside the
+        3DMM's identity subspace (1.0 = a combination of the 3DMM modes).
+
+    Returns
+    -------
+    dict
+        ``table``: DataFrame per component (identity, residual) with the mean column norm (mm)
+        before and after, the mean cosine between corresponding columns before/after and
+        (with ``model``) the in-subspace energy fractions; ``magnitude``: per-vertex norms
+        ``{(part, phase): (k, n)}`` for heat maps.
+    """
+    rows, mags = [], {}
+    for part, i in (("identity", 0), ("residual", 1)):
+        b0 = np.asarray(bases_before[i], dtype=np.float64)
+        b1 = np.asarray(bases_after[i], dtype=np.float64)
+        if b0.shape != b1.shape or b0.ndim != 3 or b0.shape[2] != 3:
+            raise ValueError(f"{part} bases must both be (k, n, 3), got {b0.shape} and {b1.shape}")
+        f0, f1 = b0.reshape(b0.shape[0], -1), b1.reshape(b1.shape[0], -1)
+        n0, n1 = np.linalg.norm(f0, axis=1), np.linalg.norm(f1, axis=1)
+        cos = (f0 * f1).sum(1) / np.maximum(n0 * n1, 1e-12)
+        row = {"component": part, "columns": b0.shape[0], "mean column norm, Phase II (mm)": n0.mean(),
+               "mean column norm, Phase III (mm)": n1.mean(), "mean cosine Phase II vs III": cos.mean(),
+               "relative change ||W3-W2||/||W2||": np.linalg.norm(f1 - f0) / max(np.linalg.norm(f0), 1e-12)}
+        if model is not None and part == "identity":
+            Q, _ = np.linalg.qr(model.A_id.astype(np.float64))
+            for tag, f in (("Phase II", f0), ("Phase III", f1)):
+                proj = (f @ Q) @ Q.T
+                row[f"energy in 3DMM identity subspace, {tag}"] = float((proj**2).sum() / max((f**2).sum(), 1e-12))
+        rows.append(row)
+        mags[(part, "Phase II")] = np.linalg.norm(b0, axis=2)
+        mags[(part, "Phase III")] = np.linalg.norm(b1, axis=2)
+    return {"table": pd.DataFrame(rows).set_index("component"), "magnitude": mags}
+
+
+def bases_figures(model, bases_before, bases_after, k: int = 4, code: float = 1.0):
+    """Fig. 9 as two plotly figures: identity bases as meshes, residual bases as heat maps.
+
+    Identity column j is drawn as the shape ``s_mean + code * W_id[:, j]`` (a code at the edge
+    of ``[-1, 1]``); residual column j as its per-vertex magnitude (mm) on the mean shape.
+    Rows: Phase II (pre-trained), Phase III (jointly learned).
+    """
+    from .viz import mesh_grid
+
+    k_id = min(k, bases_before[0].shape[0])
+    k_res = min(k, bases_before[1].shape[0])
+    mean = model.mean.astype(np.float64)
+    id_meshes, id_titles = [], []
+    for tag, b in (("Phase II", bases_before[0]), ("Phase III", bases_after[0])):
+        for j in range(k_id):
+            id_meshes.append(mean + code * np.asarray(b[j], dtype=np.float64))
+            id_titles.append(f"{tag}: identity {j + 1}")
+    fig_id = mesh_grid(id_meshes, model.triangles, id_titles, cols=k_id)
+    res_int, res_titles = [], []
+    for tag, b in (("Phase II", bases_before[1]), ("Phase III", bases_after[1])):
+        for j in range(k_res):
+            res_int.append(np.linalg.norm(np.asarray(b[j], dtype=np.float64), axis=1))
+            res_titles.append(f"{tag}: residual {j + 1}")
+    fig_res = mesh_grid([mean] * len(res_int), model.triangles, res_titles, intensities=res_int,
+                        cols=k_res, colorscale="Hot", shared_range=True)
+    return fig_id, fig_res
+
+
+# ====================================================================== claims (chapter 11)
+@dataclass
+class Claim:
+    """One claim of the paper and whether this project's runs support it.
+
+    Attributes
+    ----------
+    claim : str
+        The paper's claim, paraphrased, with its table or figure.
+    supported : bool or None
+        ``None`` when the needed result was not computed.
+    evidence : str
+        A sentence templated on the computed numbers.
+    """
+
+    claim: str
+    supported: bool | None
+    evidence: str
+
+    def verdict(self) -> str:
+        return {True: "supported", False: "not supported", None: "not evaluated"}[self.supported]
+
+
+def _cmp(a: float, b: float, lower_is_better: bool) -> bool:
+    return a < b if lower_is_better else a > b
+
+
+def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
+    """The paper's claims judged on computed results; every sentence is built from the numbers.
+
+    Parameters
+    ----------
+    results : mapping
+        Any of: ``"yaw"`` (ReconResult, Table 1), ``"micc"`` (ReconResult, Table 2),
+        ``"expression"`` (ReconResult, Fig. 6), ``"expression_identity"`` (ReconResult,
+        Fig. 7), ``"lfw"`` and ``"ytf"`` (VerificationTable, Table 3), ``"speed"`` (DataFrame,
+        Table 4). A missing entry gives a claim with ``supported=None``.
+    metric : str
+        Reconstruction metric compared.
+
+    Returns
+    -------
+    list of Claim
+    """
+    out: list[Claim] = []
+    unit = "mm" if metric != "paper" else "(Sec. 4.1 units)"
+
+    def recon_claim(key, text, rival="3DMM-CNN-like"):
+        r = results.get(key)
+        if r is None:
+            out.append(Claim(text, None, f"The {key} experiment was not run."))
+            return
+        t = r.table(metric)
+        if "Proposed" not in t.index or rival not in t.index:
+            out.append(Claim(text, None, f"The {key} table lacks Proposed or {rival}."))
+            return
+        p, q = float(t.loc["Proposed", "all"]), float(t.loc[rival, "all"])
+        cols = [c for c in t.columns if c != "all"]
+        wins = int(sum(float(t.loc["Proposed", c]) < float(t.loc[rival, c]) for c in cols))
+        ok = p < q
+        out.append(Claim(text, ok, (
+            f"Overall {METRIC_LABELS[metric]}: Proposed {p:.3g} {unit} against {rival} {q:.3g} {unit} "
+            f"({'lower' if ok else 'not lower'}; {100 * (q - p) / q:+.1f}% relative); Proposed is lower in "
+            f"{wins} of {len(cols)} {r.group_name} groups.")))
+
+    recon_claim("yaw", "Table 1: the proposed method reconstructs shapes more accurately than 3DMM-CNN across yaw angles.")
+    recon_claim("micc", "Table 2: the proposed method is more accurate than 3DMM-CNN on MICC.")
+    recon_claim("expression", "Fig. 6: the proposed method is more accurate than 3DMM-CNN for every expression.")
+    recon_claim("yaw", "Table 1: the proposed network is more accurate than single-image 3DMM fitting.",
+                rival="3DMM fitting")
+
+    r = results.get("expression_identity")
+    text = ("Fig. 7: the identity component is disentangled from expression: its error stays nearly the "
+            "same across expressions.")
+    if r is None or "Proposed" not in r.table(metric).index:
+        out.append(Claim(text, None, "The identity-per-expression experiment was not run."))
+    else:
+        row = r.table(metric).loc["Proposed"].drop("all")
+        full = results.get("expression")
+        spread = float(row.max() - row.min())
+        if full is not None and "Proposed" in full.table(metric).index:
+            frow = full.table(metric).loc["Proposed"].drop("all")
+            fspread = float(frow.max() - frow.min())
+            ok = spread < fspread
+            out.append(Claim(text, ok, (
+                f"Across expressions the Proposed identity-shape error ranges over {spread:.3g} {unit} "
+                f"({row.min():.3g} to {row.max():.3g}), the full-shape error over {fspread:.3g} {unit}: the identity "
+                f"component varies {'less' if ok else 'not less'} with expression than the full shape.")))
+        else:
+            out.append(Claim(text, None, f"Identity-shape error ranges over {spread:.3g} {unit}; no full-shape "
+                                         "result to compare with."))
+
+    for key, name in (("lfw", "LFW"), ("ytf", "YTF")):
+        vt = results.get(key)
+        text = f"Table 3 ({name}): the proposed shape features are more discriminative than 3DMM-CNN's."
+        if vt is None or not {"Proposed", "3DMM-CNN-like"} <= set(vt.results):
+            out.append(Claim(text, None, f"The {name}-like verification was not run with both methods."))
+        else:
+            m = vt.mean()
+            p, q = m.loc["Proposed", "accuracy"], m.loc["3DMM-CNN-like", "accuracy"]
+            pa, qa = m.loc["Proposed", "AUC"], m.loc["3DMM-CNN-like", "AUC"]
+            out.append(Claim(text, bool(p > q), (
+                f"On {name}-like, Proposed c_id reaches {p:.2f}% accuracy (AUC {pa:.2f}%) against {q:.2f}% "
+                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes.")))
+        text = f"Table 3 ({name}): fusing the proposed shape features with texture improves on texture alone."
+        if vt is None or not {"texture", "texture + Proposed"} <= set(vt.results):
+            out.append(Claim(text, None, f"The {name}-like texture fusion was not run."))
+        else:
+            m, sd = vt.mean(), vt.std()
+            p, q = m.loc["texture + Proposed", "accuracy"], m.loc["texture", "accuracy"]
+            out.append(Claim(text, bool(p > q), (
+                f"On {name}-like, texture + Proposed reaches {p:.2f} ± {sd.loc['texture + Proposed', 'accuracy']:.2f}% "
+                f"accuracy against {q:.2f} ± {sd.loc['texture', 'accuracy']:.2f}% for texture alone "
+                f"({p - q:+.2f} points).")))
+
+    sp = results.get("speed")
+    text = "Table 4: the proposed network reconstructs a face much faster than 3DMM fitting."
+    if sp is None or not {"Proposed", "3DMM fitting"} <= set(sp.index):
+        out.append(Claim(text, None, "The speed experiment was not run with both methods."))
+    else:
+        p, q = float(sp.loc["Proposed", "ms/image"]), float(sp.loc["3DMM fitting", "ms/image"])
+        out.append(Claim(text, bool(p < q), (
+            f"On this machine ({sp.loc['Proposed', 'device']}) the Proposed network takes {p:.3g} ms per image and "
+            f"single-image 3DMM fitting {q:.3g} ms ({q / p:.3g}x).")))
+    return out
+
+
+def claims_frame(claim_list: Sequence[Claim]) -> pd.DataFrame:
+    """The claims as a table (claim, verdict, evidence)."""
+    return pd.DataFrame([{"claim": c.claim, "verdict": c.verdict(), "evidence": c.evidence} for c in claim_list])

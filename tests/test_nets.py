@@ -1,0 +1,143 @@
+"""Encoder-decoder (nets.py) and losses (losses.py): shapes, exact decoder init, analytic losses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from disentangled_face.config import ConfigError, load_profile
+from disentangled_face.losses import (code_regression_loss, identification_loss, joint_loss,
+                                      reconstruction_loss)
+from disentangled_face.model import MorphableModel
+from disentangled_face.nets import (CodeScaler, DisentangledFaceNet, SphereFace20, TextureNet,
+                                    build_from_arch, count_parameters, layer_table,
+                                    validate_network_config)
+
+ICT = dict(n_vertices=9409, n_id=100, n_exp=53)
+
+
+@pytest.mark.parametrize("profile", ["book", "paper"])
+def test_output_shapes_per_profile(profile):
+    cfg = validate_network_config(load_profile(profile)["network"])
+    torch.manual_seed(0)
+    net = DisentangledFaceNet(**ICT, n_subjects=7, width=cfg["width"], input_size=cfg["input_size"],
+                              feature_dim=cfg["feature_dim"])
+    x = torch.rand(2, 3, 112, 96) * 2 - 1
+    out = net(x)
+    assert out["feature"].shape == (2, 512)
+    assert out["c_id"].shape == (2, 100) and out["c_res"].shape == (2, 53)
+    assert out["logits"].shape == (2, 7)
+    for k in ("delta_id", "delta_res", "shape"):
+        assert out[k].shape == (2, 3 * 9409)
+    assert out["c_id"].abs().max() <= 1 and out["c_res"].abs().max() <= 1
+    torch.testing.assert_close(out["shape"], net.s_mean + out["delta_id"] + out["delta_res"])
+    tex = TextureNet(7, cfg["width"], cfg["input_size"], cfg["feature_dim"])
+    t = tex(x)
+    assert t["feature"].shape == (2, 512) and t["logits"].shape == (2, 7)
+
+
+def test_paper_encoder_is_sphere20a():
+    enc = SphereFace20(1.0, (112, 96), 512)
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 20  # 4 stride-2 + 2 * (1 + 2 + 4 + 1)
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert [c.out_channels for c in convs if c.stride == (2, 2)] == [64, 128, 256, 512]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in enc.modules())
+    n_prelu = sum(isinstance(m, torch.nn.PReLU) for m in enc.modules())
+    assert n_prelu == 20
+    assert enc.out_hw == (7, 6) and enc.fc.in_features == 512 * 7 * 6
+    # parameter count from the architecture: convs (3x3) + biases of stride-2 convs + PReLU + FC
+    chans, units, c_in, expect = (64, 128, 256, 512), (1, 2, 4, 1), 3, 0
+    for c, u in zip(chans, units):
+        expect += 9 * c_in * c + c + c + u * 2 * (9 * c * c + c)
+        c_in = c
+    expect += 512 * 7 * 6 * 512 + 512
+    assert count_parameters(enc) == expect
+    rows = layer_table(enc, torch.zeros(1, 3, 112, 96))
+    assert rows.params.sum() == expect
+    assert tuple(rows[rows.layer == "fc"].output_shape.iloc[0]) == (1, 512)
+
+
+def test_code_scaler_roundtrip_and_range():
+    rng = np.random.default_rng(0)
+    a_id, a_exp = rng.normal(size=(50, 6)) * 3, rng.uniform(0, 1, size=(50, 4))
+    sc = CodeScaler.fit(a_id, a_exp, margin=1.25)
+    c_id, c_res = sc.to_code(torch.as_tensor(a_id, dtype=torch.float32), torch.as_tensor(a_exp, dtype=torch.float32))
+    assert float(c_id.abs().max()) == pytest.approx(0.8, abs=1e-6)
+    assert float(c_res.abs().max()) == pytest.approx(0.8, abs=1e-6)
+    b_id, b_exp = sc.from_code(c_id, c_res)
+    np.testing.assert_allclose(b_id.numpy(), a_id, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b_exp.numpy(), a_exp, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="positive"):
+        CodeScaler(np.array([1.0, -1.0]), np.ones(2))
+    with pytest.raises(ValueError, match="margin"):
+        CodeScaler.fit(a_id, a_exp, margin=0.9)
+
+
+def test_decoders_from_3dmm_reproduce_model_shape():
+    m = MorphableModel.toy(n=120, k_id=8, k_exp=5, seed=3)
+    a_id, a_exp = m.sample(6, rng=1)
+    sc = CodeScaler.fit(a_id, a_exp)
+    net = DisentangledFaceNet(m.n_vertices, m.n_id, m.n_exp, 4, s_mean=None, scaler=sc,
+                              width=0.125, input_size=(32, 32), feature_dim=16)
+    net.init_decoders_from_model(m)
+    c_id, c_res = sc.to_code(torch.as_tensor(a_id), torch.as_tensor(a_exp))
+    d_id, d_res, s = net.decode(c_id, c_res)
+    np.testing.assert_allclose(s.detach().numpy(), m.shape(a_id, a_exp, flat=True), atol=1e-3)
+    np.testing.assert_allclose(d_id.detach().numpy(), m.delta_id(a_id, flat=True), atol=1e-3)
+    b_id, b_res = net.bases()
+    np.testing.assert_allclose(b_id, m.id_basis * sc.scale_id.numpy()[:, None, None], rtol=1e-6)
+    assert b_res.shape == (5, 120, 3)
+    with pytest.raises(ValueError, match="differ"):
+        net.init_decoders_from_model(MorphableModel.toy(n=100, k_id=8, k_exp=5))
+
+
+def test_build_from_arch_roundtrip():
+    net = DisentangledFaceNet(50, 4, 3, 5, width=0.125, input_size=(32, 32), feature_dim=8)
+    net2 = build_from_arch(net.arch())
+    net2.load_state_dict(net.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(net.eval()(x)["shape"], net2.eval()(x)["shape"])
+    assert isinstance(build_from_arch(TextureNet(3, 0.125, (32, 32), 8).arch()), TextureNet)
+    with pytest.raises(ValueError, match="kind"):
+        build_from_arch({"kind": "nope"})
+
+
+def test_encoder_rejects_bad_images_and_resizes():
+    enc = SphereFace20(0.125, (32, 32), 8)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        enc(torch.zeros(2, 1, 32, 32))
+    assert enc(torch.zeros(2, 3, 112, 96)).shape == (2, 8)
+
+
+@pytest.mark.parametrize("bad, key", [({"width": 0}, "network.width"), ({"input_size": [112]}, "network.input_size"),
+                                      ({"feature_dim": 1.5}, "network.feature_dim"),
+                                      ({"code_margin": 1.0}, "network.code_margin"),
+                                      ({"arch": "resnet"}, "network.arch"), ({"widht": 1}, "widht")])
+def test_bad_network_config_names_key(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        validate_network_config(bad)
+
+
+def test_losses_analytic():
+    n, d = 30, 2.5
+    s_fit = torch.randn(4, 3 * n)
+    s_pred = (s_fit.reshape(4, n, 3) + torch.tensor([d, 0.0, 0.0])).reshape(4, 3 * n)
+    # every vertex off by d mm: L_R = d^2 mm^2
+    assert float(reconstruction_loss(s_pred, s_fit)) == pytest.approx(d * d, rel=1e-5)
+    logits = torch.zeros(5, 7)
+    labels = torch.arange(5)
+    assert float(identification_loss(logits, labels)) == pytest.approx(math.log(7), rel=1e-6)
+    loss, parts = joint_loss(s_pred, s_fit, logits, labels, lambda_r=0.5)
+    assert float(loss) == pytest.approx(0.5 * d * d + math.log(7), rel=1e-5)
+    assert float(parts["L_R"]) == pytest.approx(d * d, rel=1e-5) and float(parts["acc"]) == pytest.approx(1 / 5)
+    c = torch.zeros(3, 4)
+    loss, parts = code_regression_loss(c, torch.zeros(3, 2), c + 0.5, torch.zeros(3, 2))
+    assert float(loss) == pytest.approx(4 * 0.25)
+    with pytest.raises(ValueError, match="labels must lie"):
+        identification_loss(logits, torch.tensor([0, 1, 2, 3, 7]))
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        reconstruction_loss(s_pred, s_fit[:, :-3])
+    with pytest.raises(ValueError, match="lambda_r"):
+        joint_loss(s_pred, s_fit, logits, labels, lambda_r=-1)

@@ -1,0 +1,207 @@
+"""The trainer (train.py): each phase learns, resume is exact, configs and checkpoints are checked."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from disentangled_face import train as T
+from disentangled_face.config import ConfigError, load_profile
+from disentangled_face.model import MorphableModel
+from disentangled_face.nets import DisentangledFaceNet, TextureNet
+
+N_SUBJ, PER_SUBJ = 8, 8
+
+
+def toy_data(seed=0):
+    """64 images of 8 subjects; the image carries its codes (a fixed random linear map + noise)."""
+    m = MorphableModel.toy(n=80, k_id=6, k_exp=4, seed=seed)
+    rng = np.random.default_rng(seed)
+    n = N_SUBJ * PER_SUBJ
+    labels = np.repeat(np.arange(N_SUBJ), PER_SUBJ)
+    subj_id = rng.standard_normal((N_SUBJ, m.n_id)).astype(np.float32)
+    a_id = subj_id[labels]
+    a_exp = rng.uniform(0, 1, (n, m.n_exp)).astype(np.float32)
+    proj = rng.standard_normal((m.n_id + m.n_exp, 3 * 16 * 16)).astype(np.float32) * 0.3
+    imgs = np.tanh(np.concatenate([a_id, a_exp], 1) @ proj + 0.05 * rng.standard_normal((n, 768)))
+    ds = T.TensorFaceDataset(imgs.reshape(n, 3, 16, 16).astype(np.float32), labels, a_id, a_exp)
+    return m, ds
+
+
+def toy_net(m, ds, seed=0):
+    torch.manual_seed(seed)
+    sc = T.fit_code_scaler(ds)
+    return DisentangledFaceNet(m.n_vertices, m.n_id, m.n_exp, N_SUBJ, s_mean=m.s_mean, scaler=sc,
+                               width=0.125, input_size=(16, 16), feature_dim=32)
+
+
+CFG = {"batch_size": 16, "checkpoint_every": 3, "seed": 1,
+       "phase1": {"epochs": 4, "lr": 3e-3}, "phase2": {"epochs": 6, "lr": 3e-2},
+       "phase3": {"epochs": 4, "lr": 1e-3, "lambda_r": [0.5]},
+       "texture": {"epochs": 4, "lr": 3e-3}}
+
+
+@pytest.mark.parametrize("phase", ["phase1", "phase2", "phase3", "texture"])
+def test_each_phase_lowers_its_loss(phase, tmp_path):
+    m, ds = toy_data()
+    net = TextureNet(N_SUBJ, 0.125, (16, 16), 32) if phase == "texture" else toy_net(m, ds)
+    res = T.train_phase(phase, net, ds, CFG, tmp_path, model=m, chash="h", progress=False)
+    ep = res.epochs
+    assert len(ep) == CFG[phase]["epochs"] and res.completed
+    assert len(res.history) == CFG[phase]["epochs"] * (len(ds) // 16)
+    assert ep.loss.iloc[-1] < 0.8 * ep.loss.iloc[0], ep.loss.tolist()
+    assert np.isfinite(res.history.loss).all()
+    # the final checkpoint loads with weights_only=True and gives the trained network
+    ck = torch.load(res.checkpoint, weights_only=True)
+    assert ck["phase"] == phase and ck["config_hash"] == "h"
+    net2 = T.load_model(res.checkpoint)
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_phase_trains_only_its_parts(tmp_path):
+    m, ds = toy_data()
+    net = toy_net(m, ds)
+    before = copy.deepcopy(net.state_dict())
+    T.train_phase("phase1", net, ds, {**CFG, "phase1": {"epochs": 1}}, tmp_path, chash="h", progress=False)
+    after = net.state_dict()
+    for k in before:
+        changed = not torch.equal(before[k], after[k])
+        assert changed == (k.split(".")[0] in ("encoder", "head_id", "head_res")), k
+
+
+def test_phase2_recovers_3dmm_decoders(tmp_path):
+    """Phase II is a linear regression whose exact solution is the 3DMM basis: the decoders find it."""
+    m, ds = toy_data()
+    net = toy_net(m, ds)
+    cfg = {**CFG, "phase2": {"epochs": 60, "lr": 3e-2, "schedule": "cosine", "batch_size": 16}}
+    T.train_phase("phase2", net, ds, cfg, tmp_path, model=m, chash="h", progress=False)
+    b_id, _ = net.bases()
+    expect = m.id_basis * net.scaler.scale_id.numpy()[:, None, None]
+    rel = np.linalg.norm(b_id - expect) / np.linalg.norm(expect)
+    assert rel < 0.05, rel
+
+
+def _interrupted_equals_uninterrupted(tmp_path, phase, cfg, max_steps, model=None, net_fn=None):
+    m, ds = toy_data()
+    a = net_fn(m, ds)
+    ra = T.train_phase(phase, a, ds, cfg, tmp_path / "a", model=m, chash="h", progress=False)
+    b = net_fn(m, ds)
+    rb = T.train_phase(phase, b, ds, cfg, tmp_path / "b", model=m, chash="h", progress=False, max_steps=max_steps)
+    assert not rb.completed and not (tmp_path / "b" / f"{phase}.pt").exists()
+    torch.manual_seed(1234)  # a fresh process would start from other RNG states: resume restores them
+    np.random.seed(99)
+    c = net_fn(m, ds)  # fresh weights; everything comes from the state checkpoint
+    ck = torch.load(tmp_path / "b" / f"{phase}.state.pt", weights_only=True)
+    assert 0 < ck["step"] <= max_steps and ck["position"] > 0  # a mid-epoch checkpoint
+    rc = T.train_phase(phase, c, ds, cfg, tmp_path / "b", model=m, chash="h", progress=False, resume=True)
+    assert rc.completed
+    for (k, x), y in zip(a.state_dict().items(), c.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=k)
+    np.testing.assert_allclose(ra.history.loss.to_numpy(), rc.history.loss.to_numpy(), rtol=1e-6)
+    assert ra.history.step.tolist() == rc.history.step.tolist()
+    return ra, rc
+
+
+def test_resume_matches_uninterrupted_phase3_with_plateau_switch(tmp_path):
+    cfg = {**CFG, "checkpoint_every": 3,
+           "phase3": {"epochs": 3, "lr": 1e-3, "lambda_r": [0.5, 1.0], "plateau_patience": 1,
+                      "plateau_min_delta": 0.5, "epochs_after_switch": 2}}
+    ra, rc = _interrupted_equals_uninterrupted(tmp_path, "phase3", cfg, max_steps=7, net_fn=toy_net)
+    # min_delta 0.5: the second epoch cannot improve by 50 %, so the switch is a plateau after epoch 2
+    ep = rc.epochs
+    assert ep.switch.tolist() == [0, 1, 0, 0] and ep.lambda_r.tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert (ra.history.lambda_r.to_numpy() == np.repeat([0.5, 1.0], 8)).all()
+    info = torch.load(rc.checkpoint, weights_only=True)["info"]
+    assert info["switch_reason"] == "plateau" and info["switch_epoch"] == 2
+
+
+def test_resume_matches_uninterrupted_sgd_step_schedule(tmp_path):
+    cfg = {**CFG, "phase1": {"epochs": 3, "optimizer": "sgd", "lr": 0.05, "schedule": "step",
+                             "milestones": [2], "warmup_steps": 2}}
+    _interrupted_equals_uninterrupted(tmp_path, "phase1", cfg, max_steps=10, net_fn=toy_net)
+
+
+def test_mismatched_checkpoint_raises(tmp_path):
+    m, ds = toy_data()
+    net = toy_net(m, ds)
+    T.train_phase("phase1", net, ds, CFG, tmp_path, chash="aaa", progress=False, max_steps=4)
+    with pytest.raises(T.CheckpointMismatchError, match="config 'aaa'"):
+        T.train_phase("phase1", net, ds, CFG, tmp_path, chash="bbb", progress=False, resume=True)
+    (tmp_path / "phase1.state.pt").rename(tmp_path / "phase2.state.pt")
+    with pytest.raises(T.CheckpointMismatchError, match="'phase1' checkpoint"):
+        T.train_phase("phase2", net, ds, CFG, tmp_path, model=m, chash="aaa", progress=False, resume=True)
+    with pytest.raises(T.CheckpointMismatchError, match="expected 'zzz'"):
+        T.load_model(tmp_path / "phase2.state.pt", expect_hash="zzz")
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(T.CheckpointMismatchError, match="not a disentangled_face checkpoint"):
+        T.load_model(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        T.load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"batch_size": 0}, "train.batch_size"), ({"seed": -1}, "train.seed"), ({"amp": "fp8"}, "train.amp"),
+    ({"device": "tpu"}, "train.device"), ({"phase1": {"lr": 0}}, "train.phase1.lr"),
+    ({"phase2": {"optimizer": "lbfgs"}}, "train.phase2.optimizer"),
+    ({"phase3": {"lambda_r": [0.5, 1.0, 2.0]}}, "train.phase3.lambda_r"),
+    ({"phase3": {"plateau_patience": 0}}, "train.phase3.plateau_patience"),
+    ({"phase1": {"lambda_r": [1.0]}}, "train.phase1: unknown"), ({"epochs": 3}, "train: unknown"),
+    ({"texture": {"schedule": "linear"}}, "train.texture.schedule"),
+    ({"sweep": {"lambda_r": []}}, "train.sweep.lambda_r"), ({"val_fraction": 0.9}, "train.val_fraction"),
+])
+def test_bad_train_config_names_key(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        T.validate_train_config(bad)
+
+
+@pytest.mark.parametrize("profile", ["book", "paper"])
+def test_profiles_validate(profile):
+    cfg = T.validate_train_config(load_profile(profile)["train"])
+    assert cfg["phase3"]["lambda_r"] == [0.5, 1.0]
+
+
+def test_bad_inputs_raise(tmp_path):
+    m, ds = toy_data()
+    net = toy_net(m, ds)
+    with pytest.raises(ValueError, match="phase must be"):
+        T.train_phase("phase4", net, ds, CFG, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        T.train_phase("phase1", net, ds, {**CFG, "batch_size": 128}, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="morphable model"):
+        T.train_phase("phase3", net, ds, CFG, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="TextureNet"):
+        T.train_phase("texture", net, ds, CFG, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        T.encode(net, np.zeros((2, 16, 16)))
+
+
+def test_lr_schedules():
+    p = T.validate_train_config({"phase1": {"schedule": "cosine", "min_lr_factor": 0.1}})["phase1"]
+    assert T.lr_factor(0, 10, 100, p) == pytest.approx(1.0)
+    assert T.lr_factor(50, 10, 100, p) == pytest.approx(0.55)
+    assert T.lr_factor(100, 10, 100, p) == pytest.approx(0.1)
+    p = T.validate_train_config({"phase1": {"schedule": "step", "milestones": [2, 3], "gamma": 0.5,
+                                            "warmup_steps": 4}})["phase1"]
+    assert T.lr_factor(0, 10, 100, p) == pytest.approx(0.25)
+    assert [T.lr_factor(s, 10, 100, p) for s in (19, 20, 30)] == pytest.approx([1.0, 0.5, 0.25])
+
+
+def test_inference_helpers(tmp_path):
+    m, ds = toy_data()
+    net = toy_net(m, ds)
+    net.init_decoders_from_model(m)
+    imgs = ds.images[:5].numpy()
+    c_id, c_res = T.encode(net, imgs, batch_size=2)
+    assert c_id.shape == (5, 6) and c_res.shape == (5, 4)
+    s = T.reconstruct(net, imgs, batch_size=2)
+    a_id, a_exp = T.alpha_from_images(net, imgs)
+    # decoders = 3DMM bases: the network's shape equals the 3DMM's shape of the unscaled codes
+    np.testing.assert_allclose(s, m.shape(a_id, a_exp), atol=1e-3)
+    s3 = T.reconstruct(net, imgs, morphable=m, components=True)
+    np.testing.assert_allclose(s3["shape"], s, atol=1e-3)
+    np.testing.assert_allclose(s3["identity_shape"], m.identity_shape(a_id), atol=1e-3)
+    ev = T.evaluate(net, ds, m)
+    assert ev["n_images"] == len(ds) and 0 <= ev["acc"] <= 1 and ev["rmse_mm"] > 0
+    assert T.features(TextureNet(3, 0.125, (16, 16), 32), imgs).shape == (5, 32)
