@@ -32,7 +32,7 @@ HARDWARE: str | None = None
 YAW_DEGREES = tuple(range(-90, 91, 10))
 
 #: The BU3DFE expressions (neutral plus the six prototypical expressions) of Figs. 6-7.
-BU3DFE_EXPRESSIONS = ("neutral", "angry", "disgust", "fear", "happy", "sad", "surprise")
+BU3DFE_EXPRESSIONS = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
 #: The five verification metrics of Table 3 (percent).
 VERIFICATION_METRICS = ("accuracy", "100-EER", "AUC", "TAR@FAR=10%", "TAR@FAR=1%")

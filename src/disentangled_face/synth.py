@@ -25,7 +25,8 @@ Generator
   ``camera.project(model.landmarks_of(shape), R, f, t)``. The crop imitates SphereFace's
   pre-processing (112 x 96, face centred): ``f`` is ``f0 * exp(N(0, scale_std))`` with ``f0``
   the scale that maps the mean face's five alignment points (eye centres, nose tip, mouth
-  corners) onto SphereFace's reference points; ``t`` puts the centroid of the five projected
+  corners) onto SphereFace's reference points, times ``scale_factor`` (0.85, which keeps the
+  chin inside the crop); ``t`` puts the centroid of the five projected
   points at the reference centroid, plus ``N(0, trans_std_px)``.
 * **Landmarks**: the 68 projected landmark vertices (``landmarks_true``) and a copy with
   optional Gaussian "detector" noise of ``landmark_noise_px`` (``landmarks``).
@@ -142,7 +143,7 @@ DEFAULTS: dict[str, Any] = {
     "landmark_noise_px": 0.0,
     "batch": 64,
     "workers": 1,
-    "pose": {"yaw_std_deg": 35.0, "yaw_max_deg": 90.0, "pitch_std_deg": 8.0, "pitch_max_deg": 25.0,
+    "pose": {"scale_factor": 0.85, "yaw_std_deg": 35.0, "yaw_max_deg": 90.0, "pitch_std_deg": 8.0, "pitch_max_deg": 25.0,
              "roll_std_deg": 5.0, "roll_max_deg": 20.0, "scale_std": 0.05, "trans_std_px": 2.0},
     "expression": {"neutral_prob": 0.25, "intensity": [0.3, 1.0], "random_active": 3, "random_max": 0.5},
     "light": {"ambient": [0.3, 0.6], "diffuse": [0.3, 0.8], "azimuth_deg": 70.0,
@@ -415,7 +416,8 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     light : disentangled_face.render.Light, optional
         Per-image lights (white, mostly frontal when omitted).
     scale : float or ndarray (B,), optional
-        f in pixels per mm (``reference_scale(model)`` when omitted).
+        f in pixels per mm (``0.85 * reference_scale(model)`` when omitted: SphereFace's
+        alignment scale, loosened so that the chin stays inside the crop).
     trans : ndarray (B, 2), optional
         t in pixels (centring on the five alignment points when omitted).
     background : ndarray, shape (B, 2, 3), optional
@@ -429,8 +431,9 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         Gaussian blur (pixels) and additive Gaussian noise (grey levels) after compositing.
     landmark_noise_px : float
         Standard deviation of the Gaussian noise added to ``landmarks`` (pixels).
-    rng : numpy Generator or seed, optional
-        For the landmark and image noise.
+    rng : numpy Generator, seed, or sequence of B seeds, optional
+        For the landmark and image noise; a sequence gives each image its own generator, so
+        that an image does not depend on the batch it is rendered in.
     max_batch : int
         Images per draw call.
 
@@ -453,7 +456,7 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     yaw, pitch, roll = (_arr(a, B, nm) for a, nm in ((yaw, "yaw"), (pitch, "pitch"), (roll, "roll")))
     shapes = model.shape(alpha_id, alpha_exp)  # (B, n, 3) mm; validates the codes
     R = camera.rotation_from_euler(yaw, pitch, roll)
-    f = _arr(reference_scale(model) if scale is None else scale, B, "scale")
+    f = _arr(DEFAULTS["pose"]["scale_factor"] * reference_scale(model) if scale is None else scale, B, "scale")
     lm3 = model.landmarks_of(shapes).astype(np.float64)
     t = centring_translation(lm3, R, f) if trans is None else _arr(trans, B, "trans", (2,))
     H, W = size
@@ -503,21 +506,31 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         mask_full = out.mask
     blur = _arr(blur_sigma, B, "blur_sigma")
     noise = _arr(noise_std, B, "noise_std")
-    rng = np.random.default_rng(rng)
+    rngs = _image_rngs(rng, B)
     if np.any(blur > 0):
         import scipy.ndimage
 
         for i in np.flatnonzero(blur > 0):
             img[i] = scipy.ndimage.gaussian_filter(img[i], (blur[i], blur[i], 0), mode="nearest")
-    if np.any(noise > 0):
-        img += noise[:, None, None, None] * rng.standard_normal(img.shape, dtype=np.float32)
+    for i in np.flatnonzero(noise > 0):
+        img[i] += noise[i] * rngs[i].standard_normal(img.shape[1:], dtype=np.float32)
     images = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     lm_noisy = lm_true
     if landmark_noise_px > 0:
-        lm_noisy = lm_true + rng.normal(0.0, landmark_noise_px, lm_true.shape)
+        lm_noisy = lm_true + np.stack([r.normal(0.0, landmark_noise_px, lm_true.shape[1:]) for r in rngs])
     return RenderedFaces(images=images, landmarks=lm_noisy.astype(np.float32),
                          landmarks_true=lm_true.astype(np.float32), visible=visible,
                          scale=f.astype(np.float32), trans=t.astype(np.float32), mask=mask_full)
+
+
+def _image_rngs(rng, B: int) -> list:
+    """B generators: one per seed of a sequence, or B children of one generator/seed."""
+    if isinstance(rng, (list, tuple, np.ndarray)):
+        if len(rng) != B:
+            raise ValueError(f"rng must be one seed/generator or {B} seeds, got {len(rng)}")
+        return [np.random.default_rng(r) for r in rng]
+    g = np.random.default_rng(rng)
+    return [g] * B
 
 
 def _rotate(shapes: np.ndarray, R: np.ndarray) -> np.ndarray:
