@@ -33,6 +33,7 @@ VRN and 3DSR are not rebuilt: they appear only in the paper's tables
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,13 +41,17 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .paths import atomic_path, config_hash, data_dir
 
 __all__ = [
     "RECON_METHODS", "VERIF_METHODS", "DEFAULT_FUSIONS", "PAPER_ONLY", "EXPERIMENT_DEFAULTS",
     "experiment_config", "ReconResult", "reconstruction_errors", "reconstruction_vs_yaw",
     "reconstruction_micc", "rmse_per_expression", "sequence_features", "VerificationTable",
     "verification_table", "roc_figure", "time_per_image", "speed_table", "learned_bases",
-    "bases_figures", "Claim", "claims", "recon_figure",
+    "bases_figures", "Claim", "claims", "claims_frame", "recon_figure", "error_map", "cache_dir", "load_morphable",
+    "net_images", "pairs_arrays", "trained_networks", "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "run_reconstruction",
+    "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all", "sample_images",
+    "scan_reconstruction_errors",
 ]
 
 #: Methods with a reconstruction, in table order.
@@ -69,6 +74,7 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = dict(
     speed_repeats=3,                       # repeats; the median is reported
     speed_batch=32,                        # batch size of the throughput measurement
     fit_iter=None,                         # cap on the single-image fitter's iterations (None: fitting section)
+    fit_verification=False,                # also verify with fitted alpha_id (fits every lfw/ytf image)
     bases_shown=4,                         # decoder columns drawn in Fig. 9
     seed=0,
 )
@@ -118,7 +124,7 @@ class ReconResult:
     def table(self, metric: str = "rmse_mm", stat: str = "mean", overall: bool = True) -> pd.DataFrame:
         """Methods x groups table of the ``stat`` (mean, std, median) of ``metric``.
 
-        With ``overall`` a last column "all" aggregates every shape.
+        With ``overall`` a last column "overall" aggregates every shape.
         """
         if metric not in METRIC_LABELS:
             raise ValueError(f"metric must be one of {sorted(METRIC_LABELS)}, got {metric!r}")
@@ -127,14 +133,14 @@ class ReconResult:
         t = self.errors.pivot_table(index="method", columns="group", values=metric, aggfunc=stat, sort=False)
         t = t.reindex(index=methods, columns=groups)
         if overall:
-            t["all"] = self.errors.groupby("method", sort=False)[metric].agg(stat).reindex(methods)
+            t["overall"] = self.errors.groupby("method", sort=False)[metric].agg(stat).reindex(methods)
         t.index.name = f"{METRIC_LABELS[metric]}, {stat}"
         t.columns.name = self.group_name
         return t
 
     def best(self, metric: str = "rmse_mm") -> str:
         """The method with the lowest overall mean ``metric``."""
-        return str(self.table(metric)["all"].idxmin())
+        return str(self.table(metric)["overall"].idxmin())
 
 
 def reconstruction_errors(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, groups: Sequence,
@@ -190,7 +196,7 @@ def reconstruction_vs_yaw(model, recon: Mapping[str, np.ndarray], truth: np.ndar
 def reconstruction_micc(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, split: Sequence | None = None,
                         radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
     """Table 2: reconstruction error on the micc-like protocol (optionally split by ``split``)."""
-    groups = np.full(np.asarray(truth).shape[0], "all") if split is None else np.asarray(split)
+    groups = np.full(np.asarray(truth).shape[0], "micc-like") if split is None else np.asarray(split)
     r = reconstruction_errors(model, recon, truth, groups, "split", radius_mm)
     return r
 
@@ -205,6 +211,30 @@ def rmse_per_expression(model, recon: Mapping[str, np.ndarray], truth: np.ndarra
     expression keeps the same error in every column.
     """
     return reconstruction_errors(model, recon, truth, np.asarray(expression).astype(str), "expression", radius_mm)
+
+
+def error_map(model, recon: np.ndarray, truth: np.ndarray, radius_mm: float = metrics.CROP_RADIUS_MM):
+    """Per-vertex error of one reconstruction after the Sec. 4.1 alignment (for heat maps).
+
+    Parameters
+    ----------
+    recon, truth : ndarray (n, 3), mm
+
+    Returns
+    -------
+    aligned : ndarray (n, 3)
+        The reconstruction after the landmark Procrustes fit, mm.
+    distance : ndarray (n,)
+        ``||aligned_i - truth_i||`` in mm, 0 outside the crop.
+    keep : ndarray (n,) bool
+        Ground-truth vertices inside the ``radius_mm`` crop around the nose tip.
+    error : metrics.ShapeError
+    """
+    err, aligned = metrics.model_shape_error(model, recon, truth, radius_mm=radius_mm, return_aligned=True)
+    truth = np.asarray(truth, dtype=np.float64)
+    keep = np.linalg.norm(truth - truth[model.nose_tip], axis=1) <= radius_mm
+    dist = np.where(keep, np.linalg.norm(aligned - truth, axis=1), 0.0)
+    return aligned, dist, keep, err
 
 
 def recon_figure(result: ReconResult, metric: str = "rmse_mm", title: str = "", kind: str = "line"):
@@ -410,8 +440,9 @@ def learned_bases(bases_before: tuple[np.ndarray, np.ndarray], bases_after: tupl
     bases_before, bases_after : (identity (k_id, n, 3), residual (k_exp, n, 3))
         Decoder weight columns (``DisentangledFaceNet.bases()``), mm per unit code.
     model : MorphableModel, optional
-        When given, also the fraction of each learned identity basis's energy inside the
-        3DMM's identity subspace (1.0 = a combination of the 3DMM modes).
+        When given, also the fraction of each decoder's energy inside the span of the
+        corresponding 3DMM basis (identity: ``A_id``, residual: ``A_exp``; 1.0 = a linear
+        combination of the 3DMM modes).
 
     Returns
     -------
@@ -433,11 +464,12 @@ def learned_bases(bases_before: tuple[np.ndarray, np.ndarray], bases_after: tupl
         row = {"component": part, "columns": b0.shape[0], "mean column norm, Phase II (mm)": n0.mean(),
                "mean column norm, Phase III (mm)": n1.mean(), "mean cosine Phase II vs III": cos.mean(),
                "relative change ||W3-W2||/||W2||": np.linalg.norm(f1 - f0) / max(np.linalg.norm(f0), 1e-12)}
-        if model is not None and part == "identity":
-            Q, _ = np.linalg.qr(model.A_id.astype(np.float64))
+        if model is not None:
+            A = model.A_id if part == "identity" else model.A_exp
+            Q, _ = np.linalg.qr(A.astype(np.float64))
             for tag, f in (("Phase II", f0), ("Phase III", f1)):
                 proj = (f @ Q) @ Q.T
-                row[f"energy in 3DMM identity subspace, {tag}"] = float((proj**2).sum() / max((f**2).sum(), 1e-12))
+                row[f"energy in 3DMM subspace, {tag}"] = float((proj**2).sum() / max((f**2).sum(), 1e-12))
         rows.append(row)
         mags[(part, "Phase II")] = np.linalg.norm(b0, axis=2)
         mags[(part, "Phase III")] = np.linalg.norm(b1, axis=2)
@@ -485,11 +517,14 @@ class Claim:
         ``None`` when the needed result was not computed.
     evidence : str
         A sentence templated on the computed numbers.
+    topic : str
+        ``reconstruction``, ``recognition``, ``bases`` or ``speed``.
     """
 
     claim: str
     supported: bool | None
     evidence: str
+    topic: str = "reconstruction"
 
     def verdict(self) -> str:
         return {True: "supported", False: "not supported", None: "not evaluated"}[self.supported]
@@ -507,8 +542,8 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     results : mapping
         Any of: ``"yaw"`` (ReconResult, Table 1), ``"micc"`` (ReconResult, Table 2),
         ``"expression"`` (ReconResult, Fig. 6), ``"expression_identity"`` (ReconResult,
-        Fig. 7), ``"lfw"`` and ``"ytf"`` (VerificationTable, Table 3), ``"speed"`` (DataFrame,
-        Table 4). A missing entry gives a claim with ``supported=None``.
+        Fig. 7), ``"lfw"`` and ``"ytf"`` (VerificationTable, Table 3), ``"bases"`` (the
+        :func:`learned_bases` dict, Fig. 9), ``"speed"`` (DataFrame, Table 4). A missing entry gives a claim with ``supported=None``.
     metric : str
         Reconstruction metric compared.
 
@@ -519,7 +554,7 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     out: list[Claim] = []
     unit = "mm" if metric != "paper" else "(Sec. 4.1 units)"
 
-    def recon_claim(key, text, rival="3DMM-CNN-like"):
+    def recon_claim(key, text, rival="3DMM-CNN-like", every_group=False):
         r = results.get(key)
         if r is None:
             out.append(Claim(text, None, f"The {key} experiment was not run."))
@@ -528,18 +563,20 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
         if "Proposed" not in t.index or rival not in t.index:
             out.append(Claim(text, None, f"The {key} table lacks Proposed or {rival}."))
             return
-        p, q = float(t.loc["Proposed", "all"]), float(t.loc[rival, "all"])
-        cols = [c for c in t.columns if c != "all"]
+        p, q = float(t.loc["Proposed", "overall"]), float(t.loc[rival, "overall"])
+        cols = [c for c in t.columns if c != "overall"]
         wins = int(sum(float(t.loc["Proposed", c]) < float(t.loc[rival, c]) for c in cols))
-        ok = p < q
+        ok = (wins == len(cols)) if every_group else (p < q)
         out.append(Claim(text, ok, (
             f"Overall {METRIC_LABELS[metric]}: Proposed {p:.3g} {unit} against {rival} {q:.3g} {unit} "
             f"({'lower' if ok else 'not lower'}; {100 * (q - p) / q:+.1f}% relative); Proposed is lower in "
             f"{wins} of {len(cols)} {r.group_name} groups.")))
 
-    recon_claim("yaw", "Table 1: the proposed method reconstructs shapes more accurately than 3DMM-CNN across yaw angles.")
+    recon_claim("yaw", "Table 1: the proposed method reconstructs shapes more accurately than 3DMM-CNN "
+                       "(on average over yaw angles).")
     recon_claim("micc", "Table 2: the proposed method is more accurate than 3DMM-CNN on MICC.")
-    recon_claim("expression", "Fig. 6: the proposed method is more accurate than 3DMM-CNN for every expression.")
+    recon_claim("expression", "Fig. 6: the proposed method is more accurate than 3DMM-CNN for every expression.",
+                every_group=True)
     recon_claim("yaw", "Table 1: the proposed network is more accurate than single-image 3DMM fitting.",
                 rival="3DMM fitting")
 
@@ -549,11 +586,11 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     if r is None or "Proposed" not in r.table(metric).index:
         out.append(Claim(text, None, "The identity-per-expression experiment was not run."))
     else:
-        row = r.table(metric).loc["Proposed"].drop("all")
+        row = r.table(metric).loc["Proposed"].drop("overall")
         full = results.get("expression")
         spread = float(row.max() - row.min())
         if full is not None and "Proposed" in full.table(metric).index:
-            frow = full.table(metric).loc["Proposed"].drop("all")
+            frow = full.table(metric).loc["Proposed"].drop("overall")
             fspread = float(frow.max() - frow.min())
             ok = spread < fspread
             out.append(Claim(text, ok, (
@@ -568,37 +605,527 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
         vt = results.get(key)
         text = f"Table 3 ({name}): the proposed shape features are more discriminative than 3DMM-CNN's."
         if vt is None or not {"Proposed", "3DMM-CNN-like"} <= set(vt.results):
-            out.append(Claim(text, None, f"The {name}-like verification was not run with both methods."))
+            out.append(Claim(text, None, f"The {name}-like verification was not run with both methods.", "recognition"))
         else:
             m = vt.mean()
             p, q = m.loc["Proposed", "accuracy"], m.loc["3DMM-CNN-like", "accuracy"]
             pa, qa = m.loc["Proposed", "AUC"], m.loc["3DMM-CNN-like", "AUC"]
             out.append(Claim(text, bool(p > q), (
                 f"On {name}-like, Proposed c_id reaches {p:.2f}% accuracy (AUC {pa:.2f}%) against {q:.2f}% "
-                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes.")))
+                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes."), "recognition"))
         text = f"Table 3 ({name}): fusing the proposed shape features with texture improves on texture alone."
         if vt is None or not {"texture", "texture + Proposed"} <= set(vt.results):
-            out.append(Claim(text, None, f"The {name}-like texture fusion was not run."))
+            out.append(Claim(text, None, f"The {name}-like texture fusion was not run.", "recognition"))
         else:
             m, sd = vt.mean(), vt.std()
             p, q = m.loc["texture + Proposed", "accuracy"], m.loc["texture", "accuracy"]
             out.append(Claim(text, bool(p > q), (
                 f"On {name}-like, texture + Proposed reaches {p:.2f} ± {sd.loc['texture + Proposed', 'accuracy']:.2f}% "
                 f"accuracy against {q:.2f} ± {sd.loc['texture', 'accuracy']:.2f}% for texture alone "
-                f"({p - q:+.2f} points).")))
+                f"({p - q:+.2f} points)."), "recognition"))
+
+    lb = results.get("bases")
+    text = ("Fig. 9: joint training (Phase III) lets the identity bases capture shape the pre-trained "
+            "(3DMM-like) bases do not.")
+    col2, col3 = "energy in 3DMM subspace, Phase II", "energy in 3DMM subspace, Phase III"
+    if lb is None or col3 not in lb["table"].columns:
+        out.append(Claim(text, None, "The learned-bases comparison was not run.", "bases"))
+    else:
+        r = lb["table"].loc["identity"]
+        e2, e3 = float(r[col2]), float(r[col3])
+        ok = e3 < e2 - 1e-3
+        out.append(Claim(text, ok, (
+            f"The share of the identity decoder's energy outside the 3DMM identity subspace goes from "
+            f"{100 * (1 - e2):.2f}% after Phase II to {100 * (1 - e3):.2f}% after Phase III; the decoder changed by "
+            f"{100 * float(r['relative change ||W3-W2||/||W2||']):.1f}% of its norm."), "bases"))
 
     sp = results.get("speed")
     text = "Table 4: the proposed network reconstructs a face much faster than 3DMM fitting."
     if sp is None or not {"Proposed", "3DMM fitting"} <= set(sp.index):
-        out.append(Claim(text, None, "The speed experiment was not run with both methods."))
+        out.append(Claim(text, None, "The speed experiment was not run with both methods.", "speed"))
     else:
         p, q = float(sp.loc["Proposed", "ms/image"]), float(sp.loc["3DMM fitting", "ms/image"])
         out.append(Claim(text, bool(p < q), (
             f"On this machine ({sp.loc['Proposed', 'device']}) the Proposed network takes {p:.3g} ms per image and "
-            f"single-image 3DMM fitting {q:.3g} ms ({q / p:.3g}x).")))
+            f"single-image 3DMM fitting {q:.3g} ms ({q / p:.3g}x)."), "speed"))
     return out
 
 
 def claims_frame(claim_list: Sequence[Claim]) -> pd.DataFrame:
     """The claims as a table (claim, verdict, evidence)."""
-    return pd.DataFrame([{"claim": c.claim, "verdict": c.verdict(), "evidence": c.evidence} for c in claim_list])
+    return pd.DataFrame([{"topic": c.topic, "claim": c.claim, "verdict": c.verdict(), "evidence": c.evidence}
+                         for c in claim_list])
+
+
+# ====================================================================== runners (trained models + protocols)
+#: Bumped when what the runners cache changes (part of the cache key).
+CACHE_VERSION = 1
+
+
+def _profile(profile) -> dict:
+    from .config import load_profile
+
+    return load_profile(profile) if not isinstance(profile, Mapping) else dict(profile)
+
+
+def cache_dir(profile) -> Path:
+    """``data/experiments/<hash>/``, keyed by every section that changes the results."""
+    cfg = _profile(profile)
+    key = config_hash({s: cfg.get(s) for s in ("model", "synth", "fitting", "network", "train", "experiments")}
+                      | {"version": CACHE_VERSION})
+    return data_dir("experiments", key)
+
+
+def load_morphable(profile):
+    """The morphable model named by the profile's ``model:`` section (ICT-FaceKit)."""
+    from .model import load_ict_facekit
+
+    name = _profile(profile)["model"].get("name", "ict-facekit")
+    if name != "ict-facekit":
+        raise ValueError(f"model.name {name!r} is not supported by the experiment runners (expected 'ict-facekit'); "
+                         "see the real-data appendix for BFM 2009")
+    return load_ict_facekit()
+
+
+def net_images(images) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32, the networks' input normalisation
+    (:func:`datasets.to_network_input`, the same as in training)."""
+    from .datasets import to_network_input
+
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3), got {x.shape}")
+    return np.ascontiguousarray(to_network_input(x))
+
+
+def pairs_arrays(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``datasets.VerificationPair`` records -> (pairs (P, 2) int, same (P,) bool, fold (P,) int)."""
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("no verification pairs")
+    return (np.array([[p.a, p.b] for p in pairs], np.int64), np.array([p.same for p in pairs], bool),
+            np.array([p.fold for p in pairs], np.int64))
+
+
+_NETWORKS: dict = {}
+
+
+def trained_networks(profile) -> dict:
+    """The trained networks of the profile: ``phase1`` (3DMM-CNN-like), ``phase2``, ``phase3``
+    (proposed) and ``texture``, in eval mode on the CPU.
+
+    They come from :func:`train.train_pipeline`, which loads the checkpoints chapter 6 wrote
+    under ``data/runs/<hash>/`` (and trains them first when they are missing).
+    """
+    from . import train
+
+    cfg = _profile(profile)
+    key = str(cache_dir(cfg))
+    if key not in _NETWORKS:
+        tm = train.train_pipeline(cfg, progress=False)
+        _NETWORKS[key] = _networks_from(tm)
+    return _NETWORKS[key]
+
+
+def networks_fingerprint(nets: Mapping) -> str:
+    """A short SHA-256 of every parameter and buffer of the networks (part of the cache key,
+    so retrained networks never read codes cached from older weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for phase in sorted(nets):
+        for k, v in sorted(nets[phase].state_dict().items()):
+            h.update(f"{phase}.{k}".encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _networks_from(tm) -> dict:
+    """``{phase: network}`` from :class:`train.TrainedModels` (or a mapping of networks)."""
+    out = {}
+    for phase in ("phase1", "phase2", "phase3", "texture"):
+        net = tm[phase] if isinstance(tm, Mapping) else tm.load(phase)
+        out[phase] = net.eval()
+    return out
+
+
+def _fit_config(cfg: dict, exp: dict) -> dict:
+    from . import fitting
+
+    fc = {k: v for k, v in (cfg.get("fitting") or {}).items() if k in fitting.DEFAULTS}
+    if exp.get("fit_iter"):
+        fc["max_iter"] = int(exp["fit_iter"])
+    return fc
+
+
+def fit_codes(profile, protocol: str) -> dict:
+    """Single-image 3DMM fitting of every image of a protocol, computed once and cached.
+
+    The fit depends on the landmarks and the ``fitting`` settings, not on the networks, so it
+    is cached apart from them: ``cache_dir(profile)/<protocol>-fit.npz``.
+
+    Returns
+    -------
+    dict
+        ``fit_alpha_id`` (N, k_id), ``fit_alpha_exp`` (N, k_exp).
+    """
+    from . import fitting
+
+    cfg = _profile(profile)
+    exp = experiment_config(cfg.get("experiments"))
+    path = cache_dir(cfg) / f"{protocol}-fit.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    ds = _load_set(cfg, protocol)
+    fit = fitting.fit_subjects(load_morphable(cfg), np.asarray(ds.landmarks), labels=None, **_fit_config(cfg, exp))
+    out = {"fit_alpha_id": np.asarray(fit.alpha_id), "fit_alpha_exp": np.asarray(fit.alpha_exp)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file handle: savez adds no suffix
+        np.savez(fh, **out)
+    return out
+
+
+def protocol_codes(profile, protocol: str, fit: bool = True) -> dict:
+    """Every method's compact outputs on a test protocol, computed once and cached.
+
+    Parameters
+    ----------
+    fit : bool
+        Include the single-image 3DMM fitting (:func:`fit_codes`).
+
+    Returns
+    -------
+    dict of ndarray
+        ``p1_c_id``, ``p1_c_res`` (Phase I, 3DMM-CNN-like), ``p3_c_id``, ``p3_c_res`` (Phase
+        III, proposed), ``texture`` (texture network features), cached in
+        ``cache_dir(profile)/<protocol>-<networks_fingerprint>-codes.npz``; with ``fit`` also
+        ``fit_alpha_id``, ``fit_alpha_exp``.
+    """
+    from . import train
+
+    cfg = _profile(profile)
+    exp = experiment_config(cfg.get("experiments"))
+    nets = trained_networks(cfg)
+    path = cache_dir(cfg) / f"{protocol}-{networks_fingerprint(nets)}-codes.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+    else:
+        ds = _load_set(cfg, protocol)
+        bs = int(exp["batch_size"])
+        parts: dict[str, list] = {k: [] for k in ("p1_c_id", "p1_c_res", "p3_c_id", "p3_c_res", "texture")}
+        for i in range(0, len(ds), 512):
+            x = net_images(ds.images[i:i + 512])
+            a, b = train.encode(nets["phase1"], x, bs)
+            parts["p1_c_id"].append(a), parts["p1_c_res"].append(b)
+            a, b = train.encode(nets["phase3"], x, bs)
+            parts["p3_c_id"].append(a), parts["p3_c_res"].append(b)
+            parts["texture"].append(train.features(nets["texture"], x, bs))
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **out)
+    if fit:
+        out.update(fit_codes(cfg, protocol))
+    return out
+
+
+def method_outputs(profile, protocol: str, idx=None, shapes: bool = True, fit: bool = True) -> dict:
+    """Reconstructions and features of every method on a protocol (images ``idx``, default all).
+
+    Parameters
+    ----------
+    shapes : bool
+        Decode the shapes (False: features only, which is all verification needs).
+    fit : bool
+        Include the single-image 3DMM fitting baseline (the slowest method to compute).
+
+    Returns
+    -------
+    dict method -> dict with ``shape`` (N, n, 3) mm, ``identity_shape`` (N, n, 3) mm (both
+    absent for the texture network and when ``shapes`` is False) and ``feature`` (N, d).
+    """
+    import torch
+
+    cfg = _profile(profile)
+    codes = protocol_codes(cfg, protocol, fit=fit)
+    model = load_morphable(cfg)
+    nets = trained_networks(cfg)
+    sel = slice(None) if idx is None else np.asarray(idx)
+    out = {"texture": {"feature": codes["texture"][sel]}}
+    if fit:
+        a_id, a_exp = codes["fit_alpha_id"][sel], codes["fit_alpha_exp"][sel]
+        out["3DMM fitting"] = {"feature": a_id}
+        if shapes:
+            out["3DMM fitting"].update(shape=model.shape(a_id, a_exp), identity_shape=model.identity_shape(a_id))
+    with torch.no_grad():
+        a1, e1 = nets["phase1"].scaler.from_code(torch.as_tensor(codes["p1_c_id"][sel]),
+                                                  torch.as_tensor(codes["p1_c_res"][sel]))
+        a1, e1 = a1.numpy(), e1.numpy()
+        out["3DMM-CNN-like"] = {"feature": a1}
+        c_id = torch.as_tensor(codes["p3_c_id"][sel])
+        out["Proposed"] = {"feature": c_id.numpy()}
+        if shapes:
+            out["3DMM-CNN-like"].update(shape=model.shape(a1, e1), identity_shape=model.identity_shape(a1))
+            net3 = nets["phase3"]
+            d_id, _, s = net3.decode(c_id, torch.as_tensor(codes["p3_c_res"][sel]))
+            n = net3.n_vertices
+            out["Proposed"].update(shape=s.reshape(-1, n, 3).numpy(),
+                                   identity_shape=(net3.s_mean + d_id).reshape(-1, n, 3).numpy())
+    return out
+
+
+def _load_set(cfg, protocol):
+    from . import synth
+
+    return synth.load_protocol(synth.build_protocol(protocol, cfg, progress=False))
+
+
+def _yaw_deg(ds) -> np.ndarray:
+    return np.degrees(np.asarray(ds.yaw, dtype=np.float64))
+
+
+def run_reconstruction(profile) -> dict:
+    """Tables 1-2 and Figs. 6-7 on the bu3dfe-like and micc-like protocols.
+
+    Returns
+    -------
+    dict
+        ``yaw`` (Table 1, the neutral yaw sweep), ``expression`` (Fig. 6, full shapes of the
+        expression images), ``expression_identity`` (Fig. 7, identity components against the
+        ground-truth identity shapes), ``micc`` (Table 2): :class:`ReconResult` each.
+    """
+    cfg = _profile(profile)
+    exp = experiment_config(cfg.get("experiments"))
+    model = load_morphable(cfg)
+    radius = float(exp["crop_radius_mm"])
+    res = {}
+    ds = _load_set(cfg, "bu3dfe-like")
+    sweep = np.asarray(getattr(ds, "sweep", np.zeros(len(ds.label), bool)), bool)
+    groups = {"yaw": np.flatnonzero(sweep) if sweep.any() else np.arange(len(ds.label)),
+              "expression": np.flatnonzero(~sweep) if (~sweep).any() else np.arange(len(ds.label))}
+    for key, idx in groups.items():
+        outs = method_outputs(cfg, "bu3dfe-like", idx)
+        truth = np.asarray(ds.shapes(model, idx))
+        recon = {m: outs[m]["shape"] for m in RECON_METHODS}
+        if key == "yaw":
+            res["yaw"] = reconstruction_vs_yaw(model, recon, truth, _yaw_deg(ds)[idx], radius_mm=radius)
+        else:
+            names = np.asarray(ds.expression)[idx].astype(str)
+            res["expression"] = rmse_per_expression(model, recon, truth, names, radius_mm=radius)
+            ident_truth = model.identity_shape(np.asarray(ds.alpha_id)[idx])
+            ident = {m: outs[m]["identity_shape"] for m in RECON_METHODS}
+            res["expression_identity"] = rmse_per_expression(model, ident, ident_truth, names, radius_mm=radius)
+    ds = _load_set(cfg, "micc-like")
+    idx = np.arange(len(ds.label))
+    outs = method_outputs(cfg, "micc-like", idx)
+    res["micc"] = reconstruction_micc(model, {m: outs[m]["shape"] for m in RECON_METHODS},
+                                      np.asarray(ds.shapes(model, idx)), radius_mm=radius)
+    return res
+
+
+def run_verification(profile, protocol: str = "lfw-like") -> VerificationTable:
+    """Table 3 on ``lfw-like`` (pairs of images) or ``ytf-like`` (pairs of sequences, each
+    represented by the mean of its frame features).
+
+    Methods: texture, 3DMM-CNN-like, Proposed and their fusions; with
+    ``experiments.fit_verification`` also the single-image fit's ``alpha_id`` (not a row of
+    the paper's Table 3, and the slowest to compute: every test image is fitted).
+    """
+    cfg = _profile(profile)
+    exp = experiment_config(cfg.get("experiments"))
+    ds = _load_set(cfg, protocol)
+    outs = method_outputs(cfg, protocol, shapes=False, fit=bool(exp["fit_verification"]))
+    feats = {m: outs[m]["feature"] for m in VERIF_METHODS if m in outs}
+    pairs = np.asarray(ds.pairs)
+    if protocol.startswith("ytf"):
+        seq = np.asarray(ds.sequence)
+        agg = {}
+        for m, F in feats.items():
+            agg[m], ids = sequence_features(F, seq)
+        pairs = np.searchsorted(ids, pairs)
+        feats = agg
+    return verification_table(feats, pairs, np.asarray(ds.same, bool), np.asarray(ds.fold),
+                              far_targets=tuple(exp["far_targets"]), protocol=protocol)
+
+
+def run_speed(profile, gpu: bool | None = None) -> pd.DataFrame:
+    """Table 4 measured on this machine: ms per image of each method, batch 1 and batched.
+
+    Times the full path from image (or landmarks, for fitting) to a dense 3D shape:
+    ``3DMM fitting`` (:func:`fitting.fit_single_image` per image), ``3DMM-CNN-like`` (Phase I
+    encoder + 3DMM), ``Proposed`` (encoder + decoders), and the texture network's feature.
+    On a CUDA machine (``gpu`` None = when available) the networks are timed on the GPU too.
+    The table is also written to ``cache_dir(profile)/speed.csv`` for chapter 11.
+    """
+    import torch
+
+    from . import fitting, train
+
+    cfg = _profile(profile)
+    exp = experiment_config(cfg.get("experiments"))
+    model = load_morphable(cfg)
+    nets = trained_networks(cfg)
+    ds = _load_set(cfg, "lfw-like")
+    k = int(exp["speed_images"])
+    B = int(exp["speed_batch"])
+    x1 = net_images(ds.images[:k])
+    xb = net_images(ds.images[:B])
+    lms = np.asarray(ds.landmarks[:k])
+    fc = _fit_config(cfg, exp)
+    reps = int(exp["speed_repeats"])
+
+    def per_image(f):
+        return lambda x: [f(x[i:i + 1]) for i in range(len(x))]
+
+    frames = []
+    methods1 = {
+        "3DMM fitting": (lambda L: [fitting.fit_single_image(model, l, **fc) for l in L], lms, k),
+        "3DMM-CNN-like": (per_image(lambda x: train.reconstruct(nets["phase1"], x, morphable=model)), x1, k),
+        "Proposed": (per_image(lambda x: train.reconstruct(nets["phase3"], x)), x1, k),
+        "texture (feature only)": (per_image(lambda x: train.features(nets["texture"], x)), x1, k),
+    }
+    t = speed_table(methods1, repeats=reps, device="cpu")
+    t["batch"] = 1
+    frames.append(t)
+    methodsB = {
+        "3DMM-CNN-like": (lambda x: train.reconstruct(nets["phase1"], x, B, morphable=model), xb, len(xb)),
+        "Proposed": (lambda x: train.reconstruct(nets["phase3"], x, B), xb, len(xb)),
+        "texture (feature only)": (lambda x: train.features(nets["texture"], x, B), xb, len(xb)),
+    }
+    t = speed_table(methodsB, repeats=reps, device="cpu")
+    t["batch"] = len(xb)
+    frames.append(t)
+    if gpu is None:
+        gpu = torch.cuda.is_available()
+    if gpu:
+        import copy
+
+        g = {p: copy.deepcopy(nets[p]).cuda() for p in ("phase1", "phase3", "texture")}
+        name = torch.cuda.get_device_name(0)
+        for bs, x in ((1, x1), (len(xb), xb)):
+            fn = (lambda f: per_image(f)) if bs == 1 else (lambda f: f)
+            m = {
+                "3DMM-CNN-like": (fn(lambda x: train.reconstruct(g["phase1"], x, bs, morphable=model)), x, len(x)),
+                "Proposed": (fn(lambda x: train.reconstruct(g["phase3"], x, bs)), x, len(x)),
+                "texture (feature only)": (fn(lambda x: train.features(g["texture"], x, bs)), x, len(x)),
+            }
+            t = speed_table(m, repeats=reps, device=f"cuda ({name})", sync=torch.cuda.synchronize)
+            t["batch"] = bs
+            frames.append(t)
+    df = pd.concat(frames)
+    df["threads"] = torch.get_num_threads()
+    out = df.reset_index().set_index(["method", "device", "batch"])
+    with atomic_path(cache_dir(cfg) / "speed.csv", suffix=".csv") as tmp:
+        out.to_csv(tmp)
+    return out
+
+
+def cached_speed(profile) -> pd.DataFrame | None:
+    """The speed table chapter 9 measured (batch 1, CPU rows, indexed by method), or ``None``."""
+    p = cache_dir(profile) / "speed.csv"
+    if not p.is_file():
+        return None
+    df = pd.read_csv(p)
+    df = df[(df["batch"] == 1) & (df["device"] == "cpu")].set_index("method")
+    return df
+
+
+def run_learned_bases(profile) -> dict:
+    """Fig. 9: the decoders' bases after Phase II and after Phase III, with :func:`learned_bases` stats.
+
+    Returns
+    -------
+    dict
+        ``before`` and ``after`` (identity (k_id, n, 3), residual (k_exp, n, 3)) mm per unit
+        code, ``stats`` (the :func:`learned_bases` dict) and ``model``.
+    """
+    cfg = _profile(profile)
+    nets = trained_networks(cfg)
+    model = load_morphable(cfg)
+    before, after = nets["phase2"].bases(), nets["phase3"].bases()
+    return {"before": before, "after": after, "stats": learned_bases(before, after, model), "model": model}
+
+
+def run_all(profile, speed: str = "cached") -> dict:
+    """Every result :func:`claims` uses: reconstruction, verification on both protocols and speed.
+
+    ``speed="cached"`` reads chapter 9's measurement (measuring it when absent); ``"measure"``
+    always measures; ``"skip"`` leaves it out.
+    """
+    cfg = _profile(profile)
+    res = run_reconstruction(cfg)
+    res["lfw"] = run_verification(cfg, "lfw-like")
+    res["ytf"] = run_verification(cfg, "ytf-like")
+    res["bases"] = run_learned_bases(cfg)["stats"]
+    if speed != "skip":
+        sp = cached_speed(cfg) if speed == "cached" else None
+        if sp is None:
+            run_speed(cfg)
+            sp = cached_speed(cfg)
+        res["speed"] = sp
+    return res
+
+
+# ====================================================================== real datasets (appendix)
+def sample_images(samples, size: tuple[int, int] = (112, 96)) -> np.ndarray:
+    """Network inputs (N, 3, H, W) of :class:`datasets.FaceSample` records (real or synthetic),
+    read and resized by :class:`datasets.FaceImageDataset` (the training pipeline's loader)."""
+    from .datasets import FaceImageDataset
+
+    ds = FaceImageDataset(list(samples), size=size)
+    return np.stack([np.asarray(ds[i]["image"]) for i in range(len(ds))])
+
+
+def scan_reconstruction_errors(model, recon: Mapping[str, np.ndarray], scans: Sequence, landmarks68=None,
+                               groups: Sequence | None = None, group_name: str = "expression",
+                               radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+    """Sec. 4.1 errors against real 3D scans (BU-3DFE, MICC): another topology, so each kept
+    scan vertex is compared with the nearest aligned reconstructed point (cKDTree).
+
+    Parameters
+    ----------
+    model : MorphableModel
+        Topology of the reconstructions (their 68 landmarks are ``model.landmarks``).
+    recon : mapping method -> ndarray (N, n, 3)
+        Reconstructions of the images that correspond to ``scans`` (same order), mm.
+    scans : sequence of datasets.Scan3D
+        Ground truth, mm.
+    landmarks68 : sequence of ndarray (68, 3), optional
+        iBUG-68 landmarks of each scan, mm. Needed when a scan's own landmarks are not 68
+        points (BU-3DFE ships 83): annotate them or take them from a 3DMM fitted to the scan.
+        The nose tip is landmark 31 (index 30).
+    groups : sequence (N,), optional
+        Default: each scan's ``expression``.
+
+    Raises
+    ------
+    ValueError
+        When a scan has no 68 landmarks and none are given, or the counts differ.
+    """
+    from .model import NOSE_TIP_LANDMARK
+
+    scans = list(scans)
+    lms = []
+    for i, sc in enumerate(scans):
+        lm = landmarks68[i] if landmarks68 is not None else sc.landmarks
+        lm = None if lm is None else np.asarray(lm, dtype=np.float64)
+        if lm is None or lm.shape != (68, 3):
+            raise ValueError(f"scan {i} ({getattr(sc, 'source', '')}): need 68 iBUG landmarks (68, 3) in mm, got "
+                             f"{None if lm is None else lm.shape}; pass landmarks68=")
+        lms.append(lm)
+    groups = np.array([getattr(s, "expression", "all") for s in scans] if groups is None else groups).astype(str)
+    frames = []
+    for name, r in recon.items():
+        r = np.asarray(r, dtype=np.float64)
+        if r.shape[0] != len(scans):
+            raise ValueError(f"method {name!r} has {r.shape[0]} shapes for {len(scans)} scans")
+        rows = []
+        for i, sc in enumerate(scans):
+            e = metrics.shape_error(r[i], sc.vertices, model.landmarks_of(r[i]), lms[i], lms[i][NOSE_TIP_LANDMARK],
+                                    radius_mm=radius_mm, correspondence="nearest")
+            rows.append(e.as_dict())
+        f = pd.DataFrame(rows)
+        f.insert(0, "group", groups)
+        f.insert(0, "method", name)
+        frames.append(f)
+    return ReconResult(pd.concat(frames, ignore_index=True), group_name)

@@ -53,12 +53,13 @@ logger = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = dict(
     lambda_id=4.0,        # mm^2: landmark noise variance of the MAP objective, prior N(0, I)
     lambda_exp=1.0,       # mm^2 per unit blendshape weight squared
-    max_iter=20,          # cap on pose -> expression -> identity iterations
-    tol=1e-4,             # relative change of E over one iteration
+    max_iter=7,           # cap on pose -> expression -> identity iterations (paper: ~7)
+    tol=1e-2,             # relative change of a subject's E over one iteration (paper: ~7 iterations)
     pose_refine=2,        # Gauss-Newton steps on (f, R, t) after the closed form
-    exp_iters=60,         # projected-gradient iterations of the bounded expression step
-    joint_iters=0,        # Levenberg-Marquardt steps on all parameters after the alternation
+    exp_iters=0,          # projected-gradient iterations before the active-set solve (bounded exp.)
+    joint_iters=10,       # Levenberg-Marquardt steps on all parameters after the alternation
     dtype="float64",
+    threads=None,         # torch CPU threads while fitting (None: leave torch's setting)
 )
 
 
@@ -274,34 +275,45 @@ def _box_ridge(H: torch.Tensor, g: torch.Tensor, x0: torch.Tensor, lo: float, hi
                iters: int) -> torch.Tensor:
     """min_x 1/2 x^T H x - g^T x  s.t. lo <= x <= hi, batched (B,k,k), (B,k).
 
-    Accelerated projected gradient (FISTA, step 1/lambda_max) from ``x0``, then an active-set
-    polish (solve exactly on the free variables, keep when better), deterministic.
+    Accelerated projected gradient (FISTA, step 1/lambda_max) from ``x0``, then a primal-dual
+    active-set method (Hintermueller, Ito and Kunisch 2003: solve exactly on the free variables,
+    update the bound sets, keep the best point), deterministic.
     """
     def q(x):
         return 0.5 * (x[:, None, :] @ H @ x[..., None])[:, 0, 0] - (g * x).sum(-1)
 
-    Lip = torch.linalg.eigvalsh(H)[:, -1].clamp_min(1e-30)[:, None]
     x = x0.clamp(lo, hi)
     z, tk = x.clone(), 1.0
+    Lip = torch.linalg.eigvalsh(H)[:, -1].clamp_min(1e-30)[:, None] if iters > 0 else None
     for _ in range(iters):
         grad = (H @ z[..., None])[..., 0] - g
         xn = (z - grad / Lip).clamp(lo, hi)
         tn = 0.5 * (1.0 + (1.0 + 4.0 * tk * tk) ** 0.5)
         z = xn + ((tk - 1.0) / tn) * (xn - x)
         x, tk = xn, tn
+    # primal-dual active set (semismooth Newton): fix at lo where x - c*grad < lo, at hi where
+    # x - c*grad > hi, solve exactly on the rest; keep the best feasible point (monotone).
     best, qb = x, q(x)
-    cand = x
-    for _ in range(3):
+    c = 1.0 / H.diagonal(dim1=1, dim2=2).clamp_min(1e-30)
+    cand, prev = x, None
+    for _ in range(15):
         grad = (H @ cand[..., None])[..., 0] - g
-        fixed = ((cand <= lo + 1e-9) & (grad >= 0)) | ((cand >= hi - 1e-9) & (grad <= 0))
+        z = cand - c * grad
+        at_lo, at_hi = z < lo, z > hi
+        key = torch.cat([at_lo, at_hi], -1)
+        if prev is not None and bool((key == prev).all()):
+            break
+        prev = key
+        fixed = at_lo | at_hi
         F = (~fixed).to(H.dtype)
-        xc = cand * (1 - F)
+        xc = torch.where(at_lo, torch.full_like(cand, lo), torch.where(at_hi, torch.full_like(cand, hi), torch.zeros_like(cand)))
         A = H * F[:, :, None] * F[:, None, :] + torch.diag_embed(1 - F)
-        rhs = F * (g - (H @ xc[..., None])[..., 0]) + (1 - F) * cand
-        cand = torch.linalg.solve(A, rhs).clamp(lo, hi)
-        qc = q(cand)
+        rhs = F * (g - (H @ xc[..., None])[..., 0]) + (1 - F) * xc
+        cand = torch.linalg.solve(A, rhs)          # unclamped: the next sets come from it
+        feas = cand.clamp(lo, hi)
+        qc = q(feas)
         better = qc < qb
-        best = torch.where(better[:, None], cand, best)
+        best = torch.where(better[:, None], feas, best)
         qb = torch.where(better, qc, qb)
     return best
 
@@ -317,15 +329,27 @@ class _State:
 
 
 class _Fitter:
-    """Batched alternating fitter over N images of S subjects (all tensors on one dtype)."""
+    """Batched alternating fitter over N images of S subjects (all tensors on one dtype).
+
+    The normal equations are formed without the (2L, k) design matrices: with
+    ``P^T P = I - e_z e_z^T``, ``A^T A = w^2 (G - W^T W)`` where ``G = sum_l B_l^T B_l`` is a
+    constant of the model and ``W[l] = r_3 . B_l`` (``r_3`` the rotation's third row), and
+    ``A^T b = w sum_l B_l^T (R_2^T b_l)`` ("lifting" the 2D residual to 3D).
+    """
 
     def __init__(self, model: MorphableModel, y: np.ndarray, subj: np.ndarray, n_subj: int,
                  lambda_id: float, lambda_exp: float, dtype: torch.dtype, exp_iters: int,
                  pose_refine: int, exp_solver: str):
+        if lambda_id < 0 or lambda_exp < 0:
+            raise ValueError(f"lambda_id and lambda_exp must be >= 0, got {lambda_id}, {lambda_exp}")
+        if exp_solver not in ("torch", "scipy"):
+            raise ValueError(f"exp_solver must be 'torch' or 'scipy', got {exp_solver!r}")
         mU, iU, eU = model.landmark_bases()
         self.mean = torch.as_tensor(mU, dtype=dtype)
         self.idb = torch.as_tensor(iU, dtype=dtype)   # (k_id, L, 3)
         self.exb = torch.as_tensor(eU, dtype=dtype)   # (k_exp, L, 3)
+        g64 = lambda a, b: torch.as_tensor(np.einsum("kld,jld->kj", a.astype(np.float64), b.astype(np.float64)), dtype=dtype)
+        self.Gi, self.Ge, self.Cei = g64(iU, iU), g64(eU, eU), g64(eU, iU)
         self.y = _flip(torch.as_tensor(y, dtype=dtype))
         self.subj = torch.as_tensor(subj, dtype=torch.long)
         self.S = n_subj
@@ -333,10 +357,6 @@ class _Fitter:
         self.bounds = model.exp_bounds
         self.dtype = dtype
         self.exp_iters, self.pose_refine, self.exp_solver = exp_iters, pose_refine, exp_solver
-        if lambda_id < 0 or lambda_exp < 0:
-            raise ValueError(f"lambda_id and lambda_exp must be >= 0, got {lambda_id}, {lambda_exp}")
-        if exp_solver not in ("torch", "scipy"):
-            raise ValueError(f"exp_solver must be 'torch' or 'scipy', got {exp_solver!r}")
 
     # shapes at the landmarks
     def id_part(self, a_id):
@@ -359,6 +379,9 @@ class _Fitter:
         E = torch.zeros(self.S, dtype=self.dtype).index_add_(0, self.subj, per_img)
         return E + self.lam_id * (st.a_id ** 2).sum(-1)
 
+    def _sum_subj(self, x):
+        return torch.zeros(self.S, *x.shape[1:], dtype=self.dtype).index_add_(0, self.subj, x)
+
     # the three steps
     def pose_step(self, st: _State, first: bool) -> _State:
         X = self.X(st)
@@ -373,36 +396,47 @@ class _Fitter:
         return _State(st.a_id, st.a_exp, torch.where(ok[:, None, None], R, st.R),
                       torch.where(ok, f, st.f), torch.where(ok[:, None], t, st.t))
 
-    def _design(self, basis, st: _State, fixed_X):
-        """A (N, 2L, k) and b (N, 2L) of the scaled residual for a linear block."""
-        w = (st.f / self.s)[:, None, None]
-        A = w[..., None] * torch.einsum("kld,ned->nlek", basis, st.R[:, :2, :])   # (N,L,2,k)
-        b = (self.y - _project_up(fixed_X, st.R, st.f, st.t)) / self.s[:, None, None]
-        N, L = b.shape[:2]
-        return A.reshape(N, 2 * L, -1), b.reshape(N, 2 * L)
+    def _lifted(self, st: _State, X):
+        """w (N,), residual lifted to 3D c (N, L, 3), scaled by 1/s, for the model points X."""
+        b = (self.y - _project_up(X, st.R, st.f, st.t)) / self.s[:, None, None]
+        return st.f / self.s, b @ st.R[:, :2, :]
+
+    def _normal(self, st: _State, basis, G, fixed_X):
+        """H (N,k,k) = A^T A and g (N,k) = A^T b of one linear block (current code excluded)."""
+        w, c = self._lifted(st, fixed_X)
+        Wm = torch.einsum("nd,kld->nlk", st.R[:, 2, :], basis)
+        H = (w * w)[:, None, None] * (G - Wm.transpose(1, 2) @ Wm)
+        g = w[:, None] * torch.einsum("nld,kld->nk", c, basis)
+        return H, g
 
     def exp_step(self, st: _State) -> _State:
-        A, b = self._design(self.exb, st, self.mean + self.id_part(st.a_id))
-        k = A.shape[-1]
-        H = A.transpose(1, 2) @ A + self.lam_exp * torch.eye(k, dtype=self.dtype)
-        g = (A.transpose(1, 2) @ b[..., None])[..., 0]
+        fixed = self.mean + self.id_part(st.a_id)
+        H, g = self._normal(st, self.exb, self.Ge, fixed)
+        H = H + self.lam_exp * torch.eye(H.shape[-1], dtype=self.dtype)
         if self.bounds is None:
             a = torch.linalg.solve(H, g)
         elif self.exp_solver == "scipy":
+            A, b = self._design(self.exb, st, fixed)
             a = torch.as_tensor(_lsq_linear_ridge(A.numpy(), b.numpy(), self.lam_exp, self.bounds), dtype=self.dtype)
         else:
             a = _box_ridge(H, g, st.a_exp, self.bounds[0], self.bounds[1], self.exp_iters)
         return _State(st.a_id, a, st.R, st.f, st.t)
 
+    def _design(self, basis, st: _State, fixed_X):
+        """Explicit A (N, 2L, k) and b (N, 2L) of a linear block (reference path only)."""
+        w = (st.f / self.s)[:, None, None, None]
+        A = w * torch.einsum("kld,ned->nlek", basis, st.R[:, :2, :])
+        b = (self.y - _project_up(fixed_X, st.R, st.f, st.t)) / self.s[:, None, None]
+        N, L = b.shape[:2]
+        return A.reshape(N, 2 * L, -1), b.reshape(N, 2 * L)
+
     def id_step(self, st: _State) -> _State:
-        A, b = self._design(self.idb, st, self.mean + self.exp_part(st.a_exp))
-        k = A.shape[-1]
-        H = torch.zeros(self.S, k, k, dtype=self.dtype).index_add_(0, self.subj, A.transpose(1, 2) @ A)
-        g = torch.zeros(self.S, k, dtype=self.dtype).index_add_(0, self.subj, (A.transpose(1, 2) @ b[..., None])[..., 0])
-        H = H + self.lam_id * torch.eye(k, dtype=self.dtype)
+        H, g = self._normal(st, self.idb, self.Gi, self.mean + self.exp_part(st.a_exp))
+        k = H.shape[-1]
+        H = self._sum_subj(H) + self.lam_id * torch.eye(k, dtype=self.dtype)
         if self.lam_id == 0:  # keep solvable for subjects with too few constraints
             H = H + 1e-10 * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] * torch.eye(k, dtype=self.dtype)
-        return _State(torch.linalg.solve(H, g), st.a_exp, st.R, st.f, st.t)
+        return _State(torch.linalg.solve(H, self._sum_subj(g)), st.a_exp, st.R, st.f, st.t)
 
     def joint_step(self, st: _State, mu: torch.Tensor, E_old: torch.Tensor):
         """One Levenberg-Marquardt step on all parameters at once (Schur complement on alpha_id).
@@ -417,27 +451,34 @@ class _Fitter:
         RX = X @ st.R.transpose(1, 2)
         N, L = X.shape[:2]
         s = self.s[:, None, None]
-        r = ((self.y - st.f[:, None, None] * RX[..., :2] - st.t[:, None]) / s).reshape(N, 2 * L)
+        w = st.f / self.s
+        R2 = st.R[:, :2, :]
+        r = (self.y - st.f[:, None, None] * RX[..., :2] - st.t[:, None]) / s          # (N,L,2)
         px, py, pz = RX[..., 0], RX[..., 1], RX[..., 2]
         fz = st.f[:, None]
         zero, one = torch.zeros_like(px), torch.ones_like(px)
         du = torch.stack([-px, zero, -fz * pz, fz * py, -one, zero], -1)
         dv = torch.stack([-py, fz * pz, zero, -fz * px, zero, -one], -1)
-        Jpose = torch.stack([du, dv], 2).reshape(N, 2 * L, 6) / s
-        Jexp, _ = self._design(self.exb, st, X)
-        Jid, _ = self._design(self.idb, st, X)
-        Jp, Jq = torch.cat([Jpose, -Jexp], -1), -Jid
-        kp, kq = Jp.shape[-1], Jq.shape[-1]
-        ke = kp - 6
-        lam_p = torch.cat([torch.zeros(6, dtype=dt), torch.full((ke,), self.lam_exp, dtype=dt)])
-        a_p = torch.cat([torch.zeros(N, 6, dtype=dt), st.a_exp], -1)
-        U = Jp.transpose(1, 2) @ Jp + torch.diag(lam_p)
-        W = Jp.transpose(1, 2) @ Jq
-        bp = -((Jp.transpose(1, 2) @ r[..., None])[..., 0] + lam_p * a_p)
-        V = torch.zeros(self.S, kq, kq, dtype=dt).index_add_(0, self.subj, Jq.transpose(1, 2) @ Jq)
-        V = V + self.lam_id * torch.eye(kq, dtype=dt)
-        bq = -(torch.zeros(self.S, kq, dtype=dt).index_add_(0, self.subj, (Jq.transpose(1, 2) @ r[..., None])[..., 0])
-               + self.lam_id * st.a_id)
+        Jpose = torch.stack([du, dv], 2) / s[..., None]                                # (N,L,2,6)
+        Jflat = Jpose.reshape(N, 2 * L, 6)
+        liftJ = torch.einsum("nlej,ned->nldj", Jpose, R2)                               # (N,L,3,6)
+        cr = r @ R2                                                                     # (N,L,3)
+        We = torch.einsum("nd,kld->nlk", st.R[:, 2, :], self.exb)
+        Wi = torch.einsum("nd,kld->nlk", st.R[:, 2, :], self.idb)
+        w2 = (w * w)[:, None, None]
+        # blocks of J^T J (J_exp = -w P R B_exp, J_id = -w P R B_id)
+        Upp = Jflat.transpose(1, 2) @ Jflat
+        Upe = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, self.exb)
+        Uee = w2 * (self.Ge - We.transpose(1, 2) @ We) + self.lam_exp * torch.eye(We.shape[-1], dtype=dt)
+        U = torch.cat([torch.cat([Upp, Upe], 2), torch.cat([Upe.transpose(1, 2), Uee], 2)], 1)
+        Wpi = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, self.idb)
+        Wei = w2 * (self.Cei - We.transpose(1, 2) @ Wi)
+        W = torch.cat([Wpi, Wei], 1)                                                     # (N,kp,kq)
+        kq = W.shape[-1]
+        V = self._sum_subj(w2 * (self.Gi - Wi.transpose(1, 2) @ Wi)) + self.lam_id * torch.eye(kq, dtype=dt)
+        bp = -torch.cat([Jflat.transpose(1, 2) @ r.reshape(N, 2 * L, 1),
+                         (-w[:, None] * torch.einsum("nld,kld->nk", cr, self.exb) + self.lam_exp * st.a_exp)[..., None]], 1)[..., 0]
+        bq = -(self._sum_subj(-w[:, None] * torch.einsum("nld,kld->nk", cr, self.idb)) + self.lam_id * st.a_id)
         if self.bounds is not None:
             lo, hi = self.bounds
             be = bp[:, 6:]
@@ -448,17 +489,31 @@ class _Fitter:
         mu_img = mu[self.subj][:, None]
         U = U + torch.diag_embed(mu_img * U.diagonal(dim1=1, dim2=2) + 1e-12)
         V = V + torch.diag_embed(mu[:, None] * V.diagonal(dim1=1, dim2=2) + 1e-12)
-        sol = torch.linalg.solve(U, torch.cat([W, bp[..., None]], -1))     # (N, kp, kq + 1)
+        sol = torch.linalg.solve(U, torch.cat([W, bp[..., None]], -1))                  # (N, kp, kq + 1)
         UiW, Uib = sol[..., :kq], sol[..., kq]
-        Sred = V - torch.zeros_like(V).index_add_(0, self.subj, W.transpose(1, 2) @ UiW)
-        rhs = bq - torch.zeros_like(bq).index_add_(0, self.subj, (W.transpose(1, 2) @ Uib[..., None])[..., 0])
+        Sred = V - self._sum_subj(W.transpose(1, 2) @ UiW)
+        rhs = bq - self._sum_subj((W.transpose(1, 2) @ Uib[..., None])[..., 0])
         dq = torch.linalg.solve(Sred, rhs)
         dp = Uib - (UiW @ dq[self.subj][..., None])[..., 0]
-        a_exp = st.a_exp + dp[:, 6:]
-        if self.bounds is not None:
-            a_exp = a_exp.clamp(*self.bounds)
-        cand = _State(st.a_id + dq, a_exp, _skew_exp(dp[:, 1:4]) @ st.R, st.f + dp[:, 0], st.t + dp[:, 4:6])
-        E_new = self.objective(cand)
+        cand, E_new = None, None
+        for step in (1.0, 0.5, 0.25):       # backtracking along the (clamped) step
+            a_exp = st.a_exp + step * dp[:, 6:]
+            if self.bounds is not None:
+                a_exp = a_exp.clamp(*self.bounds)
+            c = _State(st.a_id + step * dq, a_exp, _skew_exp(step * dp[:, 1:4]) @ st.R,
+                       st.f + step * dp[:, 0], st.t + step * dp[:, 4:6])
+            Ec = self.objective(c)
+            if cand is None:
+                cand, E_new = c, Ec
+            else:
+                b = Ec < E_new
+                bi = b[self.subj]
+                cand = _State(torch.where(b[:, None], c.a_id, cand.a_id), torch.where(bi[:, None], c.a_exp, cand.a_exp),
+                              torch.where(bi[:, None, None], c.R, cand.R), torch.where(bi, c.f, cand.f),
+                              torch.where(bi[:, None], c.t, cand.t))
+                E_new = torch.where(b, Ec, E_new)
+            if self.bounds is None or bool((E_new < E_old).all()):
+                break
         ok = (E_new < E_old) & torch.isfinite(E_new)
         ok_img = ok[self.subj]
         new = _State(torch.where(ok[:, None], cand.a_id, st.a_id),
@@ -467,6 +522,13 @@ class _Fitter:
                      torch.where(ok_img, cand.f, st.f), torch.where(ok_img[:, None], cand.t, st.t))
         mu = torch.where(ok, mu / 3.0, mu * 4.0).clamp(1e-9, 1e6)
         return new, mu, torch.where(ok, E_new, E_old)
+
+    def _merge(self, keep_new: torch.Tensor, new: _State, old: _State) -> _State:
+        """Per subject: ``new`` where ``keep_new`` else ``old``."""
+        k, ki = keep_new, keep_new[self.subj]
+        return _State(torch.where(k[:, None], new.a_id, old.a_id), torch.where(ki[:, None], new.a_exp, old.a_exp),
+                      torch.where(ki[:, None, None], new.R, old.R), torch.where(ki, new.f, old.f),
+                      torch.where(ki[:, None], new.t, old.t))
 
     def run(self, max_iter: int, tol: float, verbose: bool = False, joint_iters: int = 0):
         N = self.y.shape[0]
@@ -478,21 +540,29 @@ class _Fitter:
         steps: list[str] = []
         prev = None
         n_iter, converged = 0, False
+        active = torch.ones(self.S, dtype=torch.bool)      # subjects still iterating
+        self.subject_iters = np.zeros(self.S, np.int64)
         for it in range(max_iter):
+            old = st
+            # a converged subject keeps its state, so results do not depend on the batching
             st = self.pose_step(st, first=(it == 0))
+            st = st if it == 0 else self._merge(active, st, old)
             history.append(self.objective(st).numpy()); steps.append("pose")
             if it == 0:
                 prev = history[-1]
-            st = self.exp_step(st)
+            st = self._merge(active, self.exp_step(st), old) if it else self.exp_step(st)
             history.append(self.objective(st).numpy()); steps.append("expression")
-            st = self.id_step(st)
+            st = self._merge(active, self.id_step(st), old) if it else self.id_step(st)
             E = self.objective(st).numpy()
             history.append(E); steps.append("identity")
             n_iter = it + 1
+            self.subject_iters = self.subject_iters + active.numpy()
             rel = np.abs(prev - E) / np.maximum(np.abs(prev), 1e-300)
             if verbose:
                 logger.info("iteration %d: E = %.6g (max relative change %.3g)", n_iter, E.sum(), rel.max())
-            if (rel < tol).all() and it > 0:
+            if it > 0:
+                active &= torch.as_tensor(rel >= tol)
+            if not bool(active.any()):
                 converged = True
                 break
             prev = E
@@ -588,7 +658,9 @@ class SubjectsFit:
 
     ``alpha_id`` (N, k_id) repeats each subject's shared code on its images; ``subject_alpha_id``
     (S, k_id) holds it once per subject in the order of ``subjects`` (the sorted unique
-    labels). ``objective`` (S, 3 * n_iter) is each subject's E after every step.
+    labels). ``objective`` (S, n_steps) is each subject's E after every step (``steps`` names
+    them); ``subject_n_iter`` (S,) the alternation iterations each subject ran before its
+    relative change fell below ``tol``; ``n_iter`` their maximum.
     """
 
     label: np.ndarray
@@ -607,6 +679,7 @@ class SubjectsFit:
     steps: list
     n_iter: int
     converged: bool
+    subject_n_iter: np.ndarray
 
     def shapes(self, model: MorphableModel, idx: Any = None) -> np.ndarray:
         """Fitted shapes of images ``idx`` (all when None), (B, n, 3) mm."""
@@ -616,24 +689,30 @@ class SubjectsFit:
 
 def _run(model, y, subj, S, cfg, verbose=False):
     c = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
-    unknown = set(c) - set(DEFAULTS) - {"exp_solver", "chunk"}
+    unknown = set(c) - set(DEFAULTS) - {"exp_solver"}
     if unknown:
         raise ValueError(f"unknown fitting option(s) {sorted(unknown)}; expected {sorted(DEFAULTS)}")
     if int(c["max_iter"]) < 1:
         raise ValueError(f"max_iter must be >= 1, got {c['max_iter']}")
     fitter = _Fitter(model, y, subj, S, c["lambda_id"], c["lambda_exp"], _dtype(c["dtype"]),
                      int(c["exp_iters"]), int(c["pose_refine"]), c.get("exp_solver", "torch"))
-    with torch.no_grad():
-        st, hist, steps, n_iter, conv = fitter.run(int(c["max_iter"]), float(c["tol"]), verbose,
-                                                   int(c["joint_iters"]))
-        X = fitter.X(st)
-        rmse = ((fitter.y - _project_up(X, st.R, st.f, st.t)) ** 2).sum(-1).mean(-1).sqrt()
+    threads = torch.get_num_threads()
+    if c["threads"]:
+        torch.set_num_threads(int(c["threads"]))
+    try:
+        with torch.no_grad():
+            st, hist, steps, n_iter, conv = fitter.run(int(c["max_iter"]), float(c["tol"]), verbose,
+                                                       int(c["joint_iters"]))
+            X = fitter.X(st)
+            rmse = ((fitter.y - _project_up(X, st.R, st.f, st.t)) ** 2).sum(-1).mean(-1).sqrt()
+    finally:
+        torch.set_num_threads(threads)
     R = st.R.double().numpy()
     yaw, pitch, roll = camera.euler_from_rotation(R)
     return dict(a_id=st.a_id.double().numpy(), a_exp=st.a_exp.double().numpy(), R=R,
                 f=st.f.double().numpy(), t=_flip(st.t).double().numpy(), yaw=yaw, pitch=pitch,
                 roll=roll, hist=hist, steps=steps, n_iter=n_iter, converged=conv,
-                rmse=rmse.double().numpy())
+                rmse=rmse.double().numpy(), subject_iters=fitter.subject_iters)
 
 
 def _split_detections(landmarks2d) -> tuple[np.ndarray, list, list]:
@@ -794,6 +873,7 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, chun
     out = dict(a_id=np.zeros((N, k_id)), a_exp=np.zeros((N, k_exp)), R=np.zeros((N, 3, 3)),
                f=np.zeros(N), t=np.zeros((N, 2)), rmse=np.zeros(N))
     sub_a = np.zeros((S, k_id))
+    sub_it = np.zeros(S, np.int64)
     hists, n_iter, conv, steps = [], 0, True, []
     for s0 in range(0, S, chunk):
         sel = np.flatnonzero((subj >= s0) & (subj < s0 + chunk))
@@ -802,6 +882,7 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, chun
         for k in ("a_exp", "R", "f", "t", "rmse"):
             out[k][sel] = r[k]
         sub_a[s0:s0 + chunk] = r["a_id"]
+        sub_it[s0:s0 + chunk] = r["subject_iters"]
         hists.append(r["hist"]); n_iter = max(n_iter, r["n_iter"]); conv &= r["converged"]
         steps = r["steps"] if len(r["steps"]) > len(steps) else steps
     width = max(h.shape[1] for h in hists)
@@ -809,4 +890,251 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, chun
     yaw, pitch, roll = camera.euler_from_rotation(out["R"])
     return SubjectsFit(label=labels, alpha_id=out["a_id"], alpha_exp=out["a_exp"], R=out["R"], f=out["f"],
                        t=out["t"], yaw=yaw, pitch=pitch, roll=roll, rmse_px=out["rmse"], subjects=subjects,
-                       subject_alpha_id=sub_a, objective=hist, steps=steps, n_iter=n_iter, converged=conv)
+                       subject_alpha_id=sub_a, objective=hist, steps=steps, n_iter=n_iter, converged=conv,
+                       subject_n_iter=sub_it)
+
+
+# ---------------------------------------------------------------------------- synthetic checks
+@dataclass
+class SyntheticLandmarks:
+    """Landmarks of known faces under known cameras (for checking the fitter).
+
+    Attributes: ``landmarks`` (N, L, 2) pixels (noisy), ``clean`` (N, L, 2) noiseless,
+    ``label`` (N,), ``alpha_id`` (S, k_id) per subject, ``alpha_exp`` (N, k_exp), ``R`` (N, 3, 3),
+    ``f`` (N,), ``t`` (N, 2), ``yaw``/``pitch``/``roll`` (N,) radians.
+    """
+
+    landmarks: np.ndarray
+    clean: np.ndarray
+    label: np.ndarray
+    alpha_id: np.ndarray
+    alpha_exp: np.ndarray
+    R: np.ndarray
+    f: np.ndarray
+    t: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    roll: np.ndarray
+
+
+def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, noise_px: float = 0.0,
+                       yaw_deg: tuple[float, float] = (-80.0, 80.0), pitch_deg: float = 15.0,
+                       roll_deg: float = 10.0, f: float = 0.5, image_size: tuple[int, int] = (112, 96),
+                       exp_scale: float = 1.0, seed: int | None = 0) -> SyntheticLandmarks:
+    """Draw subjects from the model's prior and project their landmarks (Eq. 6) with known cameras.
+
+    Parameters
+    ----------
+    model : MorphableModel
+    n_subjects, n_images : int
+        Subjects, and images per subject.
+    noise_px : float
+        Standard deviation of Gaussian noise added to every coordinate (pixels).
+    yaw_deg : (low, high)
+        Uniform yaw range (degrees); pitch and roll uniform in ``+-pitch_deg``, ``+-roll_deg``.
+    f : float
+        Scale in pixels per mm (0.5 puts a ~184 mm wide face model in a 96 px wide image).
+    image_size : (height, width)
+        The principal point is the image centre.
+    exp_scale : float
+        Upper end of the expression weights drawn (:meth:`MorphableModel.sample`).
+    seed : int, optional
+
+    Returns
+    -------
+    SyntheticLandmarks
+    """
+    if n_subjects < 1 or n_images < 1:
+        raise ValueError(f"n_subjects and n_images must be >= 1, got {n_subjects}, {n_images}")
+    rng = np.random.default_rng(seed)
+    N = n_subjects * n_images
+    a_id, _ = model.sample(n_subjects, rng)
+    _, a_exp = model.sample(N, rng, exp_scale=exp_scale)
+    label = np.repeat(np.arange(n_subjects), n_images)
+    yaw = np.radians(rng.uniform(*yaw_deg, N))
+    pitch = np.radians(rng.uniform(-pitch_deg, pitch_deg, N))
+    roll = np.radians(rng.uniform(-roll_deg, roll_deg, N))
+    R = camera.rotation_from_euler(yaw, pitch, roll)
+    fs = np.full(N, float(f)) * rng.uniform(0.9, 1.1, N)
+    h, w = image_size
+    t = np.stack([w / 2 + rng.uniform(-3, 3, N), h / 2 + rng.uniform(-3, 3, N)], -1)
+    pts = model.landmarks_of(model.shape(a_id[label], a_exp)).astype(np.float64)
+    clean = camera.project(pts, R, fs, t)
+    noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean.copy()
+    return SyntheticLandmarks(noisy, clean, label, a_id, a_exp, R, fs, t, yaw, pitch, roll)
+
+
+def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
+               align_on: np.ndarray | None = None) -> np.ndarray:
+    """Per-shape RMSE (mm) of vertex distances between (B, n, 3) shapes ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (n, 3) or (B, n, 3), mm
+        Estimate and truth (same topology).
+    vertices : ndarray of int, optional
+        Measure over these vertices only (default: all).
+    align_on : ndarray of int, optional
+        When given, ``a`` is first mapped onto ``b`` by the least-squares similarity transform
+        (scale, rotation, translation; :func:`disentangled_face.metrics.similarity_procrustes`)
+        of these vertices (for example the 68 landmarks, as in the paper's Sec. 4.1). Without
+        it no alignment is done.
+
+    Returns
+    -------
+    ndarray (B,) or float
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.shape[-1] != 3:
+        raise ValueError(f"shapes must match and be (..., n, 3), got {a.shape} and {b.shape}")
+    if align_on is not None:
+        from .metrics import apply_similarity, similarity_procrustes
+
+        c, R, t = similarity_procrustes(a[..., align_on, :], b[..., align_on, :])
+        a = apply_similarity(a, c, R, t)
+    d = a - b if vertices is None else (a - b)[..., vertices, :]
+    return np.sqrt((d ** 2).sum(-1).mean(-1))
+
+
+def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1, 2, 4, 8, 16),
+                             n_subjects: int = 20, noise_px: float = 1.0, seed: int = 0,
+                             **fit_kwargs) -> dict[str, np.ndarray]:
+    """Identity error of the multi-image fit against the number of images per subject.
+
+    ``n_subjects`` random subjects are each seen in ``max(n_images)`` random poses with
+    ``noise_px`` landmark noise; for each ``M`` in ``n_images`` their first ``M`` images are
+    fitted with :func:`fit_subjects`; the error is
+    the RMSE (mm) between the fitted and the true neutral identity shapes
+    ``s_mean + A_id alpha_id``: with no alignment over the whole mesh (``rmse_mesh``) and over
+    the 68 landmark vertices (``rmse_landmarks``), and over the whole mesh after a similarity
+    alignment on the 68 landmarks (``rmse_mesh_aligned``; weak perspective cannot see a face's
+    absolute size, which the scale of that alignment removes).
+
+    Returns
+    -------
+    dict
+        ``n_images`` (K,); ``rmse_mesh``, ``rmse_landmarks``, ``rmse_mesh_aligned``
+        (K, n_subjects) mm; ``reproj_px`` (K,) mean landmark reprojection RMSE.
+    """
+    n_images = [int(M) for M in n_images]
+    syn = simulate_landmarks(model, n_subjects, max(n_images), noise_px=noise_px, seed=seed)
+    true = model.identity_shape(syn.alpha_id)
+    pos = np.arange(len(syn.label)) % max(n_images)   # image index within its subject
+    mesh, lmk, mesh_al, rep = [], [], [], []
+    for M in n_images:           # the same subjects each time, seen in their first M images
+        sel = pos < M
+        fit = fit_subjects(model, syn.landmarks[sel], syn.label[sel], **fit_kwargs)
+        est = model.identity_shape(fit.subject_alpha_id)
+        mesh.append(shape_rmse(est, true))
+        lmk.append(shape_rmse(est, true, model.landmarks))
+        mesh_al.append(shape_rmse(est, true, align_on=model.landmarks))
+        rep.append(fit.rmse_px.mean())
+    return dict(n_images=np.asarray(n_images), rmse_mesh=np.array(mesh), rmse_landmarks=np.array(lmk),
+                rmse_mesh_aligned=np.array(mesh_al), reproj_px=np.array(rep))
+
+
+# ---------------------------------------------------------------------------- training targets
+def _profile(profile: Any) -> dict:
+    from .config import load_profile
+
+    return profile if isinstance(profile, dict) else load_profile(profile)
+
+
+def fit_options(profile: Any = "book") -> dict:
+    """The fitter options (keys of :data:`DEFAULTS`) of a profile's ``fitting`` section.
+
+    Parameters
+    ----------
+    profile : str, path or dict
+        Profile name (``"book"``, ``"paper"``), YAML path, or an already loaded profile.
+    """
+    sec = _profile(profile).get("fitting") or {}
+    return {**DEFAULTS, **{k: v for k, v in sec.items() if k in DEFAULTS}}
+
+
+def targets_path(profile: Any = "book", model: MorphableModel | None = None) -> Path:
+    """Where :func:`build_targets` writes: ``data/targets/train-<config_hash>.npz``.
+
+    The hash covers the fitter options, the ``train`` protocol's file (itself keyed by the
+    synthetic-data config) and the model's name and sizes.
+    """
+    from . import synth
+    from .paths import config_hash, data_dir
+
+    cfg = _profile(profile)
+    proto = synth.protocol_path("train", cfg, model)
+    key = dict(fitting=fit_options(cfg), protocol=proto.name, version=1)
+    return data_dir("targets") / f"train-{config_hash(key)}.npz"
+
+
+def build_targets(profile: Any = "book", model: MorphableModel | None = None, overwrite: bool = False,
+                  progress: bool = False) -> Path:
+    """Fit the synthetic ``train`` protocol and store the training targets (paper Sec. 3.3.2).
+
+    Every subject's images are fitted together (:func:`fit_subjects`, the shared ``alpha_id``
+    of Eq. 7), batched over ``fitting.chunk`` subjects at a time, from the protocol's 68
+    landmarks. The file (written atomically, reused when present) holds per image:
+    ``index`` (N,), ``label`` (N,), ``alpha_id`` (N, k_id) (the subject's shared code),
+    ``alpha_exp`` (N, k_exp), ``R`` (N, 3, 3), ``f`` (N,), ``t`` (N, 2), ``yaw``, ``pitch``,
+    ``roll`` (N,) radians, ``rmse_px`` (N,) and ``subject_n_iter`` (S,), ``subjects`` (S,).
+    The fitted shape of image i is ``model.shape(alpha_id[i], alpha_exp[i])``.
+
+    Parameters
+    ----------
+    profile : str, path or dict
+        Profile (its ``synth`` and ``fitting`` sections are used).
+    model : MorphableModel, optional
+        ICT-FaceKit when omitted.
+    overwrite : bool
+        Refit even when the file exists.
+
+    Returns
+    -------
+    Path
+        ``data/targets/train-<config_hash>.npz``.
+    """
+    from . import synth
+    from .paths import atomic_path
+
+    cfg = _profile(profile)
+    if model is None:
+        from .model import load_ict_facekit
+
+        model = load_ict_facekit()
+    path = targets_path(cfg, model)
+    if path.is_file() and not overwrite:
+        return path
+    ds = synth.load_protocol(synth.build_protocol("train", cfg, model=model, progress=progress))
+    chunk = (cfg.get("fitting") or {}).get("chunk")
+    fit = fit_subjects(model, np.asarray(ds.landmarks, np.float64), np.asarray(ds.label), chunk=chunk,
+                       **fit_options(cfg))
+    out = dict(index=np.arange(len(fit.label)), label=fit.label, alpha_id=fit.alpha_id.astype(np.float32),
+               alpha_exp=fit.alpha_exp.astype(np.float32), R=fit.R.astype(np.float32), f=fit.f.astype(np.float32),
+               t=fit.t.astype(np.float32), yaw=fit.yaw, pitch=fit.pitch, roll=fit.roll, rmse_px=fit.rmse_px,
+               subjects=fit.subjects, subject_n_iter=fit.subject_n_iter, objective=fit.objective)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **out)
+    logger.info("fitted %d images of %d subjects -> %s", len(fit.label), len(fit.subjects), path)
+    return path
+
+
+def load_targets(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a targets file written by :func:`build_targets` (dict of arrays, see there).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file does not exist.
+    ValueError
+        When a required array is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"targets file not found: {path} (build it with fitting.build_targets)")
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    need = ("index", "label", "alpha_id", "alpha_exp", "R", "f", "t")
+    missing = [k for k in need if k not in out]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; expected the arrays {need}")
+    return out

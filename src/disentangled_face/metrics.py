@@ -457,9 +457,10 @@ def _accept_thresholds(s_train):
 
 
 def _rates(s, y, tau):
-    acc = s[:, None] > tau[None, :]
-    tar = acc[y].mean(0)
-    far = acc[~y].mean(0)
+    """TAR and FAR of the rule ``accept s > tau`` for each threshold (O((n + t) log n))."""
+    g, i = np.sort(s[y]), np.sort(s[~y])
+    tar = 1.0 - np.searchsorted(g, tau, side="right") / g.size
+    far = 1.0 - np.searchsorted(i, tau, side="right") / i.size
     return tar, far
 
 

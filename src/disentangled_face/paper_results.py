@@ -79,10 +79,19 @@ class PaperTable:
             raise KeyError(f"{self.ref}: no cell ({row!r}, {column!r}); rows {self.rows}, columns {self.columns}")
         return self.values.get((row, column))
 
-    def frame(self):
-        """The table as a pandas DataFrame; cells not transcribed read "not transcribed"."""
+    def frame(self, compact: bool = True):
+        """The table as a pandas DataFrame; cells not transcribed read "not transcribed".
+
+        With ``compact`` and no value transcribed at all, the columns collapse into one that
+        names the paper's column range, so an empty table does not fill a screen.
+        """
         import pandas as pd
 
+        if compact and not self.values:
+            cols = self.columns[0] if len(self.columns) == 1 else f"{self.columns[0]} … {self.columns[-1]}"
+            df = pd.DataFrame({f"{self.ref}: {cols}": [NOT_TRANSCRIBED] * len(self.rows)}, index=list(self.rows))
+            df.index.name = f"paper ({self.units})"
+            return df
         data = {c: [self.values.get((r, c), NOT_TRANSCRIBED) for r in self.rows] for c in self.columns}
         df = pd.DataFrame(data, index=list(self.rows))
         df.index.name = f"paper {self.ref} ({self.units})"

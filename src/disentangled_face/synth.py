@@ -67,8 +67,10 @@ name), ``generator_version`` and ``n_subjects``.
 
 A file is written to a temporary name and moved into place atomically
 (:func:`disentangled_face.paths.atomic_path`), so an interrupted build never leaves a file that
-looks complete. Identical configs give identical arrays (every random draw is seeded per
-protocol, per subject or per image, independently of batching and worker count).
+looks complete. Identical configs give byte-identical arrays, whatever the number of worker
+processes: every random draw is seeded per protocol, per subject or per image. The draw-call
+batch size (``batch``, part of the cache key) can change a few pixels by one grey level: an
+image's tile in the batch atlas changes OpenGL's attribute interpolation in the last bit.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ from .paths import atomic_path, config_hash, data_dir
 PROTOCOLS = ("train", "lfw-like", "ytf-like", "bu3dfe-like", "micc-like")
 
 #: Bumped whenever the generator's output for a given config changes (part of the cache key).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 #: First global subject id of each protocol: the id ranges, hence the identities, are disjoint.
 SUBJECT_OFFSETS = {"train": 0, "lfw-like": 10_000_000, "ytf-like": 20_000_000,
@@ -150,8 +152,10 @@ DEFAULTS: dict[str, Any] = {
               "elevation_deg": [-30.0, 60.0], "tint": 0.08},
     "protocols": {},
 }
-#: Keys of the ``synth:`` section that do not change the generated data (not hashed).
-_RUNTIME_KEYS = ("batch", "workers")
+#: Keys of the ``synth:`` section that do not change the generated data (not hashed). The batch
+#: size is hashed: an image's tile in the batch atlas can change OpenGL's attribute
+#: interpolation in the last bit (a grey level in a few pixels).
+_RUNTIME_KEYS = ("workers",)
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -238,9 +242,11 @@ class AlbedoModel:
         dirs = rng.normal(size=(k, 3))
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         phase = rng.uniform(0, 2 * np.pi, k)
-        feats = np.cos(P @ (dirs.T * (2 * np.pi / wavelength)) + phase)  # (n, k)
-        amp = rng.normal(0, 0.05, (k, 3))
-        alb *= np.exp(feats @ amp / np.sqrt(k) * 2.0)
+        feats = np.cos(P @ (dirs.T * (2 * np.pi / wavelength)) + phase) / np.sqrt(k)  # (n, k)
+        # brightness and redness fields (skin varies mostly in melanin and blood, not hue)
+        brightness = feats @ rng.normal(0, 0.10, k)
+        redness = feats @ rng.normal(0, 0.06, k)
+        alb *= np.exp(brightness[:, None] + redness[:, None] * np.array([1.0, -0.6, -0.6]))
         # cheeks and lips
         alb *= 1 + self.w_cheek[:, None] * rng.uniform(0.0, 0.12) * np.array([0.6, -0.4, -0.4])
         lip = skin * np.array([0.95, 0.62, 0.62]) * rng.uniform(0.8, 1.0)
@@ -378,6 +384,8 @@ class RenderedFaces:
     scale : ndarray (B,) float32, f (pixels per mm)
     trans : ndarray (B, 2) float32, t (pixels)
     mask : ndarray (B, H, W) bool, pixels covered by the face
+    depth : ndarray (B, h, w) float32, mm (``(R X)_z``, ``-inf`` off the face), at the rendered
+        resolution (``low_res`` when given)
     """
 
     images: np.ndarray
@@ -387,6 +395,7 @@ class RenderedFaces:
     scale: np.ndarray
     trans: np.ndarray
     mask: np.ndarray
+    depth: np.ndarray
 
 
 def _arr(x, B, name, shape=()):
@@ -401,7 +410,8 @@ def _arr(x, B, name, shape=()):
 def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=None, light=None,
                  scale=None, trans=None, background=None, size: tuple[int, int] = IMAGE_SIZE,
                  low_res: tuple[int, int] | None = None, blur_sigma=0.0, noise_std=0.0,
-                 landmark_noise_px: float = 0.0, rng=None, max_batch: int = 64) -> RenderedFaces:
+                 landmark_noise_px: float = 0.0, rng=None, max_batch: int = 64,
+                 smooth: bool = False, trans_offset=None, shapes=None) -> RenderedFaces:
     """Render B faces of the morphable model with the shared weak-perspective camera (Eq. 6).
 
     Parameters
@@ -412,7 +422,7 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     yaw, pitch, roll : float or ndarray (B,)
         Radians (``camera.rotation_from_euler``).
     albedo : ndarray, shape (n, 3) or (B, n, 3), optional
-        Reflectance in [0, 1] (uniform skin colour when omitted).
+        Reflectance, float in [0, 1] or uint8 (uniform skin colour when omitted).
     light : disentangled_face.render.Light, optional
         Per-image lights (white, mostly frontal when omitted).
     scale : float or ndarray (B,), optional
@@ -420,6 +430,10 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         alignment scale, loosened so that the chin stays inside the crop).
     trans : ndarray (B, 2), optional
         t in pixels (centring on the five alignment points when omitted).
+    trans_offset : ndarray (B, 2), optional
+        Added to the centring translation when ``trans`` is omitted (pixels).
+    shapes : ndarray (B, n, 3), optional
+        ``model.shape(alpha_id, alpha_exp)`` when the caller has it already (mm).
     background : ndarray, shape (B, 2, 3), optional
         Top and bottom colours in [0, 1] of a vertical gradient (mid grey when omitted).
     size : (H, W)
@@ -436,6 +450,10 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         that an image does not depend on the batch it is rendered in.
     max_batch : int
         Images per draw call.
+    smooth : bool
+        Smooth shading with per-vertex normals computed on the CPU, instead of per-triangle
+        normals from screen-space derivatives (the default, free; at 112 x 96 a triangle
+        covers about a pixel and the two look alike).
 
     Returns
     -------
@@ -454,11 +472,19 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     alpha_exp = np.atleast_2d(np.asarray(alpha_exp, np.float32))
     B = alpha_id.shape[0]
     yaw, pitch, roll = (_arr(a, B, nm) for a, nm in ((yaw, "yaw"), (pitch, "pitch"), (roll, "roll")))
-    shapes = model.shape(alpha_id, alpha_exp)  # (B, n, 3) mm; validates the codes
+    if shapes is None:
+        shapes = model.shape(alpha_id, alpha_exp)  # (B, n, 3) mm; validates the codes
+    elif np.shape(shapes) != (B, model.n_vertices, 3):
+        raise ValueError(f"shapes must have shape ({B}, {model.n_vertices}, 3), got {np.shape(shapes)}")
     R = camera.rotation_from_euler(yaw, pitch, roll)
     f = _arr(DEFAULTS["pose"]["scale_factor"] * reference_scale(model) if scale is None else scale, B, "scale")
     lm3 = model.landmarks_of(shapes).astype(np.float64)
-    t = centring_translation(lm3, R, f) if trans is None else _arr(trans, B, "trans", (2,))
+    if trans is None:
+        t = centring_translation(lm3, R, f)
+        if trans_offset is not None:
+            t = t + _arr(trans_offset, B, "trans_offset", (2,))
+    else:
+        t = _arr(trans, B, "trans", (2,))
     H, W = size
     if low_res is not None:
         h, w = low_res
@@ -473,15 +499,17 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     uvz[..., 0] = k * (f[:, None] * rot[..., 0] + t[:, None, 0])
     uvz[..., 1] = k * (-f[:, None] * rot[..., 1] + t[:, None, 1])
     uvz[..., 2] = rot[..., 2]
-    from .render import vertex_normals
+    normals = None
+    if smooth:
+        from .render import vertex_normals
 
-    normals = vertex_normals(rot, model.triangles, renderer.incidence)
+        normals = vertex_normals(rot, model.triangles, renderer.incidence)
     if albedo is None:
         albedo = np.tile(np.array([0.85, 0.68, 0.58], np.float32), (model.n_vertices, 1))
     if light is None:
         light = Light(np.full((B, 3), 0.45, np.float32), np.tile(np.array([0.3, 0.3, 1.0], np.float32), (B, 1)),
                       np.full((B, 3), 0.55, np.float32))
-    out = renderer.render(uvz, normals, albedo, light)
+    out = renderer.render(uvz, normals, albedo, light, scale=k * f)
     # landmarks (full-resolution pixels) and visibility (in the rendered resolution)
     lm_true = camera.project(lm3, R, f, t)
     lm_uvz = np.concatenate([k * lm_true, camera.depth(lm3, R)[..., None]], -1)
@@ -520,7 +548,8 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         lm_noisy = lm_true + np.stack([r.normal(0.0, landmark_noise_px, lm_true.shape[1:]) for r in rngs])
     return RenderedFaces(images=images, landmarks=lm_noisy.astype(np.float32),
                          landmarks_true=lm_true.astype(np.float32), visible=visible,
-                         scale=f.astype(np.float32), trans=t.astype(np.float32), mask=mask_full)
+                         scale=f.astype(np.float32), trans=t.astype(np.float32), mask=mask_full,
+                         depth=out.depth)
 
 
 def _image_rngs(rng, B: int) -> list:
@@ -536,3 +565,744 @@ def _image_rngs(rng, B: int) -> list:
 def _rotate(shapes: np.ndarray, R: np.ndarray) -> np.ndarray:
     """(B, n, 3) @ R^T, as float32 (camera coordinates)."""
     return np.einsum("bnj,bij->bni", shapes.astype(np.float32), R.astype(np.float32), optimize=True)
+
+
+# ----------------------------------------------------------------------------- configs
+def _merge(base: dict, over: dict | None) -> dict:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def synth_config(profile: str | dict = "book") -> dict:
+    """The ``synth:`` section of a profile merged over :data:`DEFAULTS`.
+
+    Parameters
+    ----------
+    profile : str or dict
+        A profile name or path (``config.load_profile``), a loaded profile (with a ``synth``
+        key) or a ``synth`` section itself.
+    """
+    from .config import load_profile
+
+    if isinstance(profile, dict):
+        section = profile["synth"] if "synth" in profile else profile
+    else:
+        section = load_profile(profile)["synth"]
+    return _merge(DEFAULTS, section)
+
+
+def protocol_config(name: str, profile: str | dict = "book") -> dict:
+    """The full config of one protocol: generator settings (pose, expression, light, seed,
+    landmark noise) with the protocol's own entries and overrides merged in.
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol, or the profile has no sizes for it.
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}: expected one of {PROTOCOLS}")
+    cfg = synth_config(profile)
+    prot = cfg.get("protocols", {}).get(name)
+    if not prot:
+        raise ValueError(f"the profile's synth.protocols has no entry {name!r} (expected its sizes, "
+                         f"e.g. subjects and images_per_subject)")
+    out = {k: v for k, v in cfg.items() if k != "protocols"}
+    out = _merge(out, prot)
+    out["protocol"] = name
+    return out
+
+
+#: The tag of the default model (what ``load_ict_facekit`` returns), for cache keys.
+_DEFAULT_MODEL_TAG = ("ICT-FaceKit (face area)", 9409, 100, 53)
+
+
+def _model_tag(model) -> tuple:
+    return _DEFAULT_MODEL_TAG if model is None else (model.name, model.n_vertices, model.n_id, model.n_exp)
+
+
+def protocol_path(name: str, profile: str | dict = "book", model=None) -> Path:
+    """Where :func:`build_protocol` stores a protocol: ``data/synth/<name>-<config_hash>.h5``.
+
+    The hash covers the protocol's config (not ``workers``, which does not change the data),
+    :data:`GENERATOR_VERSION` and the model (name and sizes; ICT-FaceKit by default).
+    """
+    cfg = protocol_config(name, profile)
+    key = {k: v for k, v in cfg.items() if k not in _RUNTIME_KEYS}
+    key.update(generator_version=GENERATOR_VERSION, model=list(_model_tag(model)))
+    return data_dir("synth") / f"{name}-{config_hash(key)}.h5"
+
+
+def _need(cfg: dict, *keys: str) -> list:
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ValueError(f"protocol {cfg['protocol']!r} config lacks {missing} (has {sorted(cfg)})")
+    return [cfg[k] for k in keys]
+
+
+# ----------------------------------------------------------------------------- sampling
+def _truncnormal(rng, std_deg: float, max_deg: float, size) -> np.ndarray:
+    """Normal(0, std) truncated to [-max, max] (resampling), returned in radians."""
+    x = rng.normal(0.0, std_deg, size)
+    for _ in range(100):
+        bad = np.abs(x) > max_deg
+        if not bad.any():
+            break
+        x[bad] = rng.normal(0.0, std_deg, int(bad.sum()))
+    return np.radians(np.clip(x, -max_deg, max_deg))
+
+
+def sample_light(rng, n: int, cfg: dict) -> dict:
+    """Ambient (n, 3), direction (n, 3) toward the light, diffuse (n, 3) from a light config
+    (``ambient`` and ``diffuse`` ranges, ``azimuth_deg`` half-range, ``elevation_deg`` range,
+    ``tint`` per-channel relative variation)."""
+    a = rng.uniform(*cfg["ambient"], n)[:, None] * (1 + rng.uniform(-cfg["tint"], cfg["tint"], (n, 3)))
+    d = rng.uniform(*cfg["diffuse"], n)[:, None] * (1 + rng.uniform(-cfg["tint"], cfg["tint"], (n, 3)))
+    az = np.radians(rng.uniform(-cfg["azimuth_deg"], cfg["azimuth_deg"], n))
+    el = np.radians(rng.uniform(*cfg["elevation_deg"], n))
+    direction = np.stack([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)], 1)
+    return {"ambient": a.astype(np.float32), "direction": direction.astype(np.float32),
+            "diffuse": d.astype(np.float32)}
+
+
+def sample_expressions(model, rng, n: int, cfg: dict) -> np.ndarray:
+    """``alpha_exp`` (n, k_exp): neutral with probability ``neutral_prob``, else one of the six
+    :data:`EXPRESSIONS` at an intensity in ``intensity``; plus ``random_active`` random
+    blendshapes with weights in [0, ``random_max``], clipped to the model's bounds. A model
+    without ICT blendshape names (PCA expressions) gets ``model.sample``'s prior instead."""
+    if not _has_expression_names(model):
+        return model.sample(n, rng)[1]
+    protos = np.stack([expression_vector(model, e) for e in EXPRESSIONS if e != "neutral"])
+    pick = rng.integers(0, len(protos), n)
+    inten = rng.uniform(*cfg["intensity"], n) * (rng.uniform(size=n) >= cfg["neutral_prob"])
+    out = protos[pick] * inten[:, None]
+    k = min(int(cfg["random_active"]), model.n_exp)
+    for i in range(n):
+        idx = rng.choice(model.n_exp, size=k, replace=False)
+        out[i, idx] += rng.uniform(0.0, cfg["random_max"], k)
+    lo, hi = model.exp_bounds if model.exp_bounds is not None else (-np.inf, np.inf)
+    return np.clip(out, lo, hi).astype(np.float32)
+
+
+def _backgrounds(rng, n: int) -> np.ndarray:
+    return rng.uniform(0.05, 0.95, (n, 2, 3)).astype(np.float32)
+
+
+def _pose(rng, n: int, cfg: dict) -> dict:
+    return {"yaw": _truncnormal(rng, cfg["yaw_std_deg"], cfg["yaw_max_deg"], n),
+            "pitch": _truncnormal(rng, cfg["pitch_std_deg"], cfg["pitch_max_deg"], n),
+            "roll": _truncnormal(rng, cfg["roll_std_deg"], cfg["roll_max_deg"], n),
+            "scale_jitter": np.exp(rng.normal(0.0, cfg["scale_std"], n)),
+            "trans_jitter": rng.normal(0.0, cfg["trans_std_px"], (n, 2))}
+
+
+def plan_protocol(name: str, cfg: dict, model) -> dict:
+    """All per-image parameters of a protocol, before rendering (deterministic in ``cfg``).
+
+    Returns
+    -------
+    dict
+        ``subject_id`` (K,) global ids, ``subject`` (N,) index into them, ``alpha_exp``,
+        ``yaw``, ``pitch``, ``roll``, ``scale_jitter``, ``trans_jitter``, lights, ``background``,
+        ``blur_sigma``, ``noise_std``, ``image_seed`` (N,), ``low_res`` and the protocol's extra
+        columns and pairs (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        On missing or inconsistent sizes (for example more pairs than the subjects allow).
+    """
+    seed = int(cfg["seed"])
+    rng = np.random.default_rng([seed, _PROTOCOL_CODE[name]])
+    plan: dict[str, Any] = {"extra": {}}
+    if name in ("train", "micc-like"):
+        K, M = _need(cfg, "subjects", "images_per_subject")
+        subject = np.repeat(np.arange(K), M)
+    elif name == "lfw-like":
+        F, S, M, n_same, n_diff = _need(cfg, "folds", "subjects_per_fold", "images_per_subject",
+                                        "same_pairs_per_fold", "diff_pairs_per_fold")
+        K = F * S
+        subject = np.repeat(np.arange(K), M)
+        plan["pairs"], plan["same"], plan["fold"] = _make_pairs(rng, F, S, M, n_same, n_diff, "images")
+    elif name == "ytf-like":
+        F, S, V, T, n_same, n_diff = _need(cfg, "folds", "subjects_per_fold", "videos_per_subject",
+                                           "frames_per_video", "same_pairs_per_fold", "diff_pairs_per_fold")
+        K = F * S
+        subject = np.repeat(np.arange(K), V * T)
+        plan["pairs"], plan["same"], plan["fold"] = _make_pairs(rng, F, S, V, n_same, n_diff, "videos")
+        plan["extra"]["sequence"] = np.repeat(np.arange(K * V), T).astype(np.int64)
+        plan["extra"]["frame"] = np.tile(np.arange(T), K * V).astype(np.int64)
+    elif name == "bu3dfe-like":
+        (K,) = _need(cfg, "subjects")
+        intensities = [float(x) for x in cfg.get("intensities", [1.0])]
+        y0, y1, ystep = cfg.get("yaw_sweep_deg", [-90, 90, 10])
+        sweep_yaw = np.arange(y0, y1 + 1e-9, ystep, dtype=np.float64)
+        per = [("neutral", 0.0, 0.0, False)] + [(e, i, 0.0, False) for e in EXPRESSIONS if e != "neutral"
+                                                 for i in intensities]
+        per += [("neutral", 0.0, float(y), True) for y in sweep_yaw]
+        subject = np.repeat(np.arange(K), len(per))
+        plan["extra"]["expression"] = np.array([p[0] for p in per] * K, dtype="S16")
+        plan["extra"]["intensity"] = np.array([p[1] for p in per] * K, np.float32)
+        plan["extra"]["sweep"] = np.array([p[3] for p in per] * K, bool)
+        sweep_yaw_col = np.radians(np.array([p[2] for p in per] * K))
+    else:  # pragma: no cover - guarded by protocol_config
+        raise ValueError(name)
+    N = subject.size
+    plan["subject_id"] = SUBJECT_OFFSETS[name] + np.arange(K, dtype=np.int64)
+    plan["subject"] = subject.astype(np.int64)
+    pose = _pose(rng, N, cfg["pose"])
+    light = sample_light(rng, N, cfg["light"])
+    alpha_exp = sample_expressions(model, rng, N, cfg["expression"])
+    background = _backgrounds(rng, N)
+    blur = np.zeros(N, np.float32)
+    noise = np.zeros(N, np.float32)
+    if name == "ytf-like":
+        _video_trajectories(rng, plan, pose, light, alpha_exp, background, K * V, T, cfg, model)
+    elif name == "bu3dfe-like":
+        pose["yaw"] = sweep_yaw_col
+        pose["pitch"][:] = 0.0
+        pose["roll"][:] = 0.0
+        alpha_exp = np.stack([expression_vector(model, e.decode(), i) if _has_expression_names(model)
+                              else np.zeros(model.n_exp, np.float32)
+                              for e, i in zip(plan["extra"]["expression"], plan["extra"]["intensity"])])
+    elif name == "micc-like":
+        blur = rng.uniform(*cfg["blur_sigma_px"], N).astype(np.float32)
+        noise = rng.uniform(*cfg["noise_std"], N).astype(np.float32)
+        plan["extra"]["blur_sigma"], plan["extra"]["noise_std"] = blur, noise
+    plan.update(pose)
+    plan["light"] = light
+    plan["alpha_exp"] = alpha_exp.astype(np.float32)
+    plan["background"] = background
+    plan["blur_sigma"], plan["noise_std"] = blur, noise
+    plan["image_seed"] = rng.integers(0, 2**63 - 1, N)
+    plan["low_res"] = tuple(cfg["low_res"]) if name == "ytf-like" else None
+    return plan
+
+
+def _make_pairs(rng, F: int, S: int, M: int, n_same: int, n_diff: int, what: str):
+    """Verification pairs within each fold (subjects differ between folds, as LFW View 2).
+
+    Items (images or videos) of subject ``k`` are ``k * M .. k * M + M - 1``.
+    """
+    same_avail = S * M * (M - 1) // 2
+    if n_same > same_avail:
+        raise ValueError(f"{n_same} same pairs per fold need more {what}: {S} subjects x {M} {what} "
+                         f"give only {same_avail}")
+    if n_diff > (S * M) * (S * M - M) // 2:
+        raise ValueError(f"{n_diff} different pairs per fold exceed what {S} subjects x {M} {what} give")
+    pairs, same, fold = [], [], []
+    for f in range(F):
+        subj = f * S + np.arange(S)
+        within = np.array([(k * M + a, k * M + b) for k in subj for a in range(M) for b in range(a + 1, M)])
+        pick = rng.choice(len(within), n_same, replace=False)
+        pairs.append(within[pick])
+        diff = set()
+        while len(diff) < n_diff:
+            k1, k2 = rng.choice(subj, 2, replace=False)
+            a, b = k1 * M + rng.integers(M), k2 * M + rng.integers(M)
+            diff.add((min(a, b), max(a, b)))
+        pairs.append(np.array(sorted(diff)).reshape(-1, 2))
+        same += [True] * n_same + [False] * n_diff
+        fold += [f] * (n_same + n_diff)
+    return np.concatenate(pairs).astype(np.int64), np.array(same), np.array(fold, np.int64)
+
+
+def vcfg_period(cfg: dict) -> float:
+    """Frames per unit of trajectory time (``video.period_frames``, default 40): head motion
+    runs 0.3-1 oscillation per period, so its speed per frame does not depend on the clip
+    length."""
+    return float(cfg.get("video", {}).get("period_frames", 40))
+
+
+def _video_trajectories(rng, plan, pose, light, alpha_exp, background, n_videos, T, cfg, model):
+    """Smooth pose, expression, scale and translation over each video (in place); one light
+    and background per video. Yaw oscillates around a per-video centre with amplitude 5-25
+    deg (``video.yaw_amp_deg``), pitch 2-8 deg, at 0.3-1 cycle per ``video.period_frames``
+    frames; the expression blends smoothly from one draw to another over the clip."""
+    t = np.linspace(0.0, 1.0, T)
+    frames = np.arange(T) / float(vcfg_period(cfg))
+    vcfg = cfg.get("video", {})
+    yaw_amp = np.radians(rng.uniform(*vcfg.get("yaw_amp_deg", [5.0, 25.0]), n_videos))
+    pitch_amp = np.radians(rng.uniform(*vcfg.get("pitch_amp_deg", [2.0, 8.0]), n_videos))
+    cycles = rng.uniform(0.3, 1.0, n_videos)
+    phase = rng.uniform(0, 2 * np.pi, (n_videos, 2))
+    centre = _pose(rng, n_videos, cfg["pose"])
+    e0 = sample_expressions(model, rng, n_videos, cfg["expression"])
+    e1 = sample_expressions(model, rng, n_videos, cfg["expression"])
+    ramp = t * t * (3 - 2 * t)  # smoothstep
+    for v in range(n_videos):
+        sl = slice(v * T, (v + 1) * T)
+        w = 2 * np.pi * cycles[v] * frames
+        pose["yaw"][sl] = np.clip(centre["yaw"][v] + yaw_amp[v] * np.sin(w + phase[v, 0]),
+                                  -np.pi / 2, np.pi / 2)
+        pose["pitch"][sl] = centre["pitch"][v] + pitch_amp[v] * np.sin(w + phase[v, 1])
+        pose["roll"][sl] = centre["roll"][v] + 0.3 * pitch_amp[v] * np.sin(w)
+        pose["scale_jitter"][sl] = centre["scale_jitter"][v] * (1 + 0.02 * np.sin(w))
+        pose["trans_jitter"][sl] = centre["trans_jitter"][v] + 0.5 * rng.normal(size=(T, 2)).cumsum(0) / np.sqrt(T)
+        alpha_exp[sl] = (1 - ramp[:, None]) * e0[v] + ramp[:, None] * e1[v]
+        for key in light:
+            light[key][sl] = light[key][v * T]
+        background[sl] = background[v * T]
+
+
+# ----------------------------------------------------------------------------- rendering a plan
+class _PlanRenderer:
+    """Renders ranges of a plan's images (in the main process or in a worker)."""
+
+    def __init__(self, model, plan: dict, cfg: dict, max_batch: int) -> None:
+        self.model, self.plan, self.cfg, self.max_batch = model, plan, cfg, max_batch
+        self.alpha_id = subject_codes(model, cfg["seed"], plan["subject_id"])
+        self.albedo_model = get_albedo_model(model)
+        self._albedo: dict[int, np.ndarray] = {}
+        self._identity: dict[int, np.ndarray] = {}
+        self.f0 = cfg["pose"]["scale_factor"] * reference_scale(model)
+
+    def albedo(self, k: int) -> np.ndarray:
+        """Subject k's albedo as uint8 (n, 3) (cached)."""
+        if k not in self._albedo:
+            if len(self._albedo) > 512:
+                self._albedo.clear()
+            a = subject_albedo(self.albedo_model, self.cfg["seed"], int(self.plan["subject_id"][k]))
+            self._albedo[k] = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+        return self._albedo[k]
+
+    def expression_delta(self, alpha_exp: np.ndarray) -> np.ndarray:
+        """``A_exp alpha_exp`` (n, 3) of one image, summed over its non-zero weights only
+        (fast for sparse blendshape weights, and independent of the batch it is in)."""
+        nz = np.flatnonzero(alpha_exp)
+        E = self.model.exp_basis
+        if nz.size == 0:
+            return np.zeros(E.shape[1:], np.float32)
+        return np.tensordot(alpha_exp[nz].astype(np.float32), E[nz], axes=1)
+
+    def identity(self, k: int) -> np.ndarray:
+        """Subject k's neutral shape ``s_mean + A_id alpha_id`` (n, 3) mm (cached)."""
+        if k not in self._identity:
+            if len(self._identity) > 512:
+                self._identity.clear()
+            self._identity[k] = self.model.identity_shape(self.alpha_id[k])
+        return self._identity[k]
+
+    def __call__(self, span: tuple[int, int]) -> dict:
+        from .render import Light
+
+        s, e = span
+        p = self.plan
+        sub = p["subject"][s:e]
+        idx = np.arange(s, e)
+        model = self.model
+        f = self.f0 * p["scale_jitter"][idx]
+        shapes = np.stack([self.identity(k) + self.expression_delta(p["alpha_exp"][i]) for k, i in zip(sub, idx)])
+        light = Light(*(p["light"][k][idx] for k in ("ambient", "direction", "diffuse")))
+        out = render_faces(model, self.alpha_id[sub], p["alpha_exp"][idx], p["yaw"][idx], p["pitch"][idx],
+                           p["roll"][idx], albedo=np.stack([self.albedo(k) for k in sub]), light=light,
+                           scale=f, trans_offset=p["trans_jitter"][idx], shapes=shapes,
+                           background=p["background"][idx], low_res=p["low_res"],
+                           blur_sigma=p["blur_sigma"][idx], noise_std=p["noise_std"][idx],
+                           landmark_noise_px=float(self.cfg["landmark_noise_px"]),
+                           rng=list(p["image_seed"][idx]), max_batch=self.max_batch)
+        return {"images": out.images, "landmarks": out.landmarks, "landmarks_true": out.landmarks_true,
+                "visible": out.visible, "scale": out.scale, "trans": out.trans}
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(model, plan, cfg, max_batch):
+    _WORKER["r"] = _PlanRenderer(model, plan, cfg, max_batch)
+
+
+def _worker_run(span):
+    return span, _WORKER["r"](span)
+
+
+def _render_plan(model, plan: dict, cfg: dict, batch: int, workers: int, progress: bool, desc: str):
+    """Yield ((start, end), arrays) over the plan in order, using ``workers`` processes."""
+    from tqdm import tqdm  # text bar: no widget left behind in an executed notebook
+
+    N = plan["subject"].size
+    spans = [(s, min(N, s + batch)) for s in range(0, N, batch)]
+    bar = tqdm(total=N, desc=desc, unit="img", disable=not progress)
+    try:
+        if workers > 1 and len(spans) > 2 * workers:
+            ctx = multiprocessing.get_context("spawn")  # a fresh process for each OpenGL context
+            with ctx.Pool(workers, initializer=_worker_init, initargs=(model, plan, cfg, batch)) as pool:
+                for span, arrays in pool.imap(_worker_run, spans):
+                    bar.update(span[1] - span[0])
+                    yield span, arrays
+        else:
+            r = _PlanRenderer(model, plan, cfg, batch)
+            for span in spans:
+                arrays = r(span)
+                bar.update(span[1] - span[0])
+                yield span, arrays
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------- build / load
+def _load_model(cfg_profile: str | dict):
+    from .config import load_profile
+    from .model import load_ict_facekit
+
+    prof = load_profile(cfg_profile) if not isinstance(cfg_profile, dict) else cfg_profile
+    name = (prof.get("model") or {}).get("name", "ict-facekit") if "synth" in prof else "ict-facekit"
+    if name != "ict-facekit":
+        raise ValueError(f"build_protocol can load only the 'ict-facekit' model by name, got {name!r}; "
+                         f"pass model=... explicitly")
+    return load_ict_facekit()
+
+
+def build_protocol(name: str, profile: str | dict = "book", model=None, progress: bool = True,
+                   path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Build (or return the cached) HDF5 file of a synthetic protocol.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`PROTOCOLS`.
+    profile : str or dict
+        Profile name/path, loaded profile, or ``synth`` section; sizes come from its
+        ``synth.protocols.<name>`` entry.
+    model : MorphableModel, optional
+        The morphable model (ICT-FaceKit loaded when omitted).
+    progress : bool
+        Show a tqdm progress bar.
+    path : path, optional
+        Write here instead of ``data/synth/<name>-<config_hash>.h5`` (no caching check).
+    overwrite : bool
+        Rebuild even when the file exists.
+
+    Returns
+    -------
+    pathlib.Path
+        The HDF5 file (layout in the module docstring).
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol or invalid sizes.
+    disentangled_face.render.RendererUnavailableError
+        When no headless OpenGL context can be created.
+    """
+    import h5py
+
+    cfg = protocol_config(name, profile)
+    if path is None and not overwrite and protocol_path(name, profile, model).is_file():
+        return protocol_path(name, profile, model)
+    if model is None:
+        model = _load_model(profile)
+    target = Path(path) if path is not None else protocol_path(name, profile, model)
+    if target.is_file() and not overwrite:
+        return target
+    plan = plan_protocol(name, cfg, model)
+    N = plan["subject"].size
+    H, W = IMAGE_SIZE
+    with atomic_path(target, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as h5:
+            chunk = (min(N, 64), H, W, 3)
+            dsets = {
+                "images": h5.create_dataset("images", (N, H, W, 3), np.uint8, chunks=chunk, compression="lzf"),
+                "landmarks": h5.create_dataset("landmarks", (N, 68, 2), np.float32),
+                "landmarks_true": h5.create_dataset("landmarks_true", (N, 68, 2), np.float32),
+                "visible": h5.create_dataset("visible", (N, 68), bool),
+                "scale": h5.create_dataset("scale", (N,), np.float32),
+                "trans": h5.create_dataset("trans", (N, 2), np.float32),
+            }
+            workers = int(cfg.get("workers", 1))
+            for (s, e), arrays in _render_plan(model, plan, cfg, int(cfg.get("batch", 64)), workers,
+                                               progress, desc=f"synth {name}"):
+                for k, d in dsets.items():
+                    d[s:e] = arrays[k]
+            alpha_id = subject_codes(model, cfg["seed"], plan["subject_id"])
+            h5["label"] = plan["subject"]
+            h5["subject_id"] = plan["subject_id"][plan["subject"]]
+            h5["alpha_id"] = alpha_id[plan["subject"]]
+            h5["alpha_exp"] = plan["alpha_exp"]
+            for k in ("yaw", "pitch", "roll"):
+                h5[k] = plan[k].astype(np.float32)
+            for k, v in plan["extra"].items():
+                h5[k] = v
+            if "pairs" in plan:
+                h5["pairs"], h5["same"], h5["fold"] = plan["pairs"], plan["same"], plan["fold"]
+            h5.attrs["protocol"] = name
+            h5.attrs["config"] = json.dumps(cfg, sort_keys=True)
+            h5.attrs["model"] = model.name
+            h5.attrs["generator_version"] = GENERATOR_VERSION
+            h5.attrs["n_subjects"] = int(plan["subject_id"].size)
+    return target
+
+
+class _LazyImages:
+    """The ``images`` dataset of a protocol file, read on indexing (h5py opened per access)."""
+
+    def __init__(self, path: Path, shape: tuple) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        import h5py
+
+        with h5py.File(self.path, "r") as h5:
+            d = h5["images"]
+            if isinstance(idx, (list, np.ndarray)):
+                idx = np.asarray(idx)
+                if idx.dtype == bool:
+                    idx = np.flatnonzero(idx)
+                order = np.argsort(idx)
+                out = np.empty((len(idx),) + self.shape[1:], np.uint8)
+                out[order] = d[np.sort(idx)] if len(np.unique(idx)) == len(idx) else [d[i] for i in np.sort(idx)]
+                return out
+            return d[idx]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+
+@dataclass
+class SynthSet:
+    """A synthetic protocol loaded from its HDF5 file (see the module docstring for the arrays).
+
+    ``images`` is read lazily (index it, or ``np.asarray(s.images)`` for all). Optional
+    columns are ``None`` when the protocol has none.
+    """
+
+    path: Path
+    protocol: str
+    config: dict
+    model_name: str
+    images: Any
+    landmarks: np.ndarray
+    landmarks_true: np.ndarray
+    visible: np.ndarray
+    label: np.ndarray
+    subject_id: np.ndarray
+    alpha_id: np.ndarray
+    alpha_exp: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    roll: np.ndarray
+    scale: np.ndarray
+    trans: np.ndarray
+    pairs: np.ndarray | None = None
+    same: np.ndarray | None = None
+    fold: np.ndarray | None = None
+    sequence: np.ndarray | None = None
+    frame: np.ndarray | None = None
+    expression: np.ndarray | None = None
+    intensity: np.ndarray | None = None
+    sweep: np.ndarray | None = None
+    blur_sigma: np.ndarray | None = None
+    noise_std: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    @property
+    def n_subjects(self) -> int:
+        """Number of distinct subjects."""
+        return int(np.unique(self.label).size)
+
+    def _idx(self, idx) -> np.ndarray:
+        idx = np.arange(len(self)) if idx is None else np.atleast_1d(np.asarray(idx))
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise ValueError(f"indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
+        return idx
+
+    def shapes(self, model, idx=None) -> np.ndarray:
+        """Ground-truth 3D shapes ``model.shape(alpha_id, alpha_exp)`` (len(idx), n, 3), mm.
+
+        Raises
+        ------
+        ValueError
+            When the model's code sizes differ from the file's (a different model).
+        """
+        idx = self._idx(idx)
+        if model.n_id != self.alpha_id.shape[1] or model.n_exp != self.alpha_exp.shape[1]:
+            raise ValueError(f"{self.path} was generated with k_id={self.alpha_id.shape[1]}, "
+                             f"k_exp={self.alpha_exp.shape[1]}; the model has {model.n_id}, {model.n_exp}")
+        return model.shape(self.alpha_id[idx], self.alpha_exp[idx])
+
+    def rotations(self, idx=None) -> np.ndarray:
+        """Rotation matrices (len(idx), 3, 3) of ``camera.rotation_from_euler``."""
+        idx = self._idx(idx)
+        return camera.rotation_from_euler(self.yaw[idx], self.pitch[idx], self.roll[idx])
+
+    def sample(self, i: int):
+        """Image ``i`` as a :class:`disentangled_face.datasets.FaceSample`."""
+        from .datasets import FaceSample
+
+        i = int(self._idx(i)[0])
+        return FaceSample(image=self.images[i], label=int(self.label[i]), subject=str(self.subject_id[i]),
+                          landmarks=self.landmarks[i], visible=self.visible[i], alpha_id=self.alpha_id[i],
+                          alpha_exp=self.alpha_exp[i], yaw=float(self.yaw[i]), pitch=float(self.pitch[i]),
+                          roll=float(self.roll[i]), scale=float(self.scale[i]), trans=self.trans[i],
+                          sequence=None if self.sequence is None else int(self.sequence[i]), index=i,
+                          source=f"{self.protocol}:{i}")
+
+    def verification_pairs(self) -> list:
+        """The pairs as :class:`disentangled_face.datasets.VerificationPair` records (image
+        indices, or sequence ids for ``ytf-like``)."""
+        from .datasets import VerificationPair
+
+        if self.pairs is None:
+            raise ValueError(f"protocol {self.protocol!r} has no verification pairs")
+        kind = "sequence" if self.sequence is not None else "image"
+        return [VerificationPair(int(a), int(b), bool(s), int(f), kind)
+                for (a, b), s, f in zip(self.pairs, self.same, self.fold)]
+
+    def sequence_indices(self, seq: int) -> np.ndarray:
+        """Frame indices (in order) of sequence ``seq`` (``ytf-like``)."""
+        if self.sequence is None:
+            raise ValueError(f"protocol {self.protocol!r} has no sequences")
+        idx = np.flatnonzero(self.sequence == seq)
+        return idx[np.argsort(self.frame[idx])]
+
+
+_REQUIRED = ("images", "landmarks", "landmarks_true", "visible", "label", "subject_id", "alpha_id",
+             "alpha_exp", "yaw", "pitch", "roll", "scale", "trans")
+_OPTIONAL = ("pairs", "same", "fold", "sequence", "frame", "expression", "intensity", "sweep",
+             "blur_sigma", "noise_std")
+
+
+def load_protocol(path: str | os.PathLike) -> SynthSet:
+    """Load a protocol file written by :func:`build_protocol` (images stay on disk).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file does not exist.
+    ValueError
+        When it lacks a dataset of the layout (the message names the file and the dataset).
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"synthetic protocol file not found: {path} (build it with synth.build_protocol)")
+    with h5py.File(path, "r") as h5:
+        missing = [k for k in _REQUIRED if k not in h5]
+        if missing:
+            raise ValueError(f"{path} is not a synthetic protocol file: missing datasets {missing}")
+        arrays = {k: h5[k][()] for k in _REQUIRED if k != "images"}
+        opt = {k: h5[k][()] for k in _OPTIONAL if k in h5}
+        if "expression" in opt:
+            opt["expression"] = opt["expression"].astype(str)
+        images = _LazyImages(path, h5["images"].shape)
+        attrs = dict(h5.attrs)
+    return SynthSet(path=path, protocol=str(attrs.get("protocol", "")), config=json.loads(attrs.get("config", "{}")),
+                    model_name=str(attrs.get("model", "")), images=images, **arrays, **opt)
+
+
+# ----------------------------------------------------------------------------- summaries, plots
+#: The real datasets each protocol stands in for, with their published sizes (for tables).
+REAL_ANALOGUES = {
+    "train": "CASIA-WebFace (10,575 subjects, 494,414 images)",
+    "lfw-like": "LFW View 2 (10 folds x 300 + 300 pairs)",
+    "ytf-like": "YouTube Faces (10 splits x 250 + 250 video pairs)",
+    "bu3dfe-like": "BU-3DFE (100 subjects, neutral + 6 expressions x 4 intensities)",
+    "micc-like": "MICC Florence (53 subjects, indoor/outdoor video)",
+}
+
+
+def protocol_sizes(name: str, profile: str | dict = "book") -> dict:
+    """Sizes a protocol will have under a profile, from its config alone (nothing rendered).
+
+    Returns
+    -------
+    dict
+        ``subjects``, ``images``, ``pairs`` (0 if none), ``folds`` (0 if none), ``sequences``
+        (0 if none).
+    """
+    cfg = protocol_config(name, profile)
+    out = {"subjects": 0, "images": 0, "pairs": 0, "folds": 0, "sequences": 0}
+    if name in ("train", "micc-like"):
+        out["subjects"] = cfg["subjects"]
+        out["images"] = cfg["subjects"] * cfg["images_per_subject"]
+    elif name == "lfw-like":
+        out["subjects"] = cfg["folds"] * cfg["subjects_per_fold"]
+        out["images"] = out["subjects"] * cfg["images_per_subject"]
+    elif name == "ytf-like":
+        out["subjects"] = cfg["folds"] * cfg["subjects_per_fold"]
+        out["sequences"] = out["subjects"] * cfg["videos_per_subject"]
+        out["images"] = out["sequences"] * cfg["frames_per_video"]
+    elif name == "bu3dfe-like":
+        y0, y1, step = cfg.get("yaw_sweep_deg", [-90, 90, 10])
+        per = 1 + 6 * len(cfg.get("intensities", [1.0])) + len(np.arange(y0, y1 + 1e-9, step))
+        out["subjects"] = cfg["subjects"]
+        out["images"] = cfg["subjects"] * per
+    if name in ("lfw-like", "ytf-like"):
+        out["folds"] = cfg["folds"]
+        out["pairs"] = cfg["folds"] * (cfg["same_pairs_per_fold"] + cfg["diff_pairs_per_fold"])
+    return out
+
+
+def plot_faces(images, titles: Sequence[str] | None = None, ncols: int = 8, landmarks=None, visible=None,
+               size: float = 1.35, marker_size: float = 4.0):
+    """A matplotlib grid of face crops, optionally with landmarks (visible green, hidden red).
+
+    Parameters
+    ----------
+    images : ndarray (B, H, W, 3) uint8
+    titles : sequence of str, optional
+    ncols : int
+    landmarks : ndarray (B, 68, 2), optional, pixels
+    visible : ndarray (B, 68) bool, optional
+    size : float
+        Inches per image column.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    B = len(images)
+    ncols = min(ncols, B)
+    nrows = int(math.ceil(B / ncols))
+    H, W = images.shape[1:3]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * H / W + 0.25 * nrows),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= B:
+            continue
+        ax.imshow(images[k])
+        if landmarks is not None:
+            vis = np.ones(landmarks.shape[1], bool) if visible is None else np.asarray(visible[k], bool)
+            ax.scatter(*landmarks[k][vis].T, s=marker_size, c="lime", linewidths=0)
+            ax.scatter(*landmarks[k][~vis].T, s=marker_size, c="red", linewidths=0)
+            ax.set_xlim(-0.5, W - 0.5)
+            ax.set_ylim(H - 0.5, -0.5)
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=7)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def subject_faces(model, global_ids: Sequence[int], yaw, pitch=0.0, roll=0.0, alpha_exp=None, seed: int = 2018,
+                  light=None, background=None, **kwargs) -> RenderedFaces:
+    """Render subjects (by global id, with their own ``alpha_id`` and albedo) under given
+    poses and expressions: one image per entry of ``global_ids`` (repeat ids for several
+    images of one subject). Other keyword arguments go to :func:`render_faces`."""
+    ids = [int(g) for g in global_ids]
+    B = len(ids)
+    alpha_id = subject_codes(model, seed, ids)
+    am = get_albedo_model(model)
+    cache: dict[int, np.ndarray] = {}
+    albedo = np.stack([cache.setdefault(g, subject_albedo(am, seed, g)) for g in ids])
+    if alpha_exp is None:
+        alpha_exp = np.zeros((B, model.n_exp), np.float32)
+    if background is None:
+        background = np.tile(np.array([[0.78, 0.80, 0.84], [0.55, 0.57, 0.62]], np.float32), (B, 1, 1))
+    return render_faces(model, alpha_id, alpha_exp, yaw, pitch, roll, albedo=albedo, light=light,
+                        background=background, **kwargs)

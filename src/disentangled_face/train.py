@@ -25,7 +25,8 @@ Runs are resumable: a state checkpoint (``<phase>.state.pt``) every ``checkpoint
 holds the weights, the optimiser, the AMP grad scaler, the step, the sampler's epoch and
 position, the Phase III plateau state and the torch / numpy / python RNG states of every rank;
 the learning rate is a pure function of the step. ``resume=True`` continues at that step and
-gives the parameters of an uninterrupted run. The final weights go to ``<phase>.pt``; per-step
+gives the parameters of an uninterrupted run. The final weights go to ``<phase>.pt`` (and the
+state checkpoint is then removed: a finished phase is loaded, not resumed); per-step
 metrics to ``<phase>.csv``, per-epoch ones to ``<phase>_epochs.csv``. All checkpoints hold only
 tensors and primitive containers (``torch.load(weights_only=True)``) and the hash of the
 config that made them; loading one from another config raises :class:`CheckpointMismatchError`.
@@ -79,7 +80,7 @@ _PHASE_DEFAULTS: dict[str, Any] = {
 _PHASE3_EXTRA = {"lambda_r": [0.5, 1.0], "plateau_patience": 2, "plateau_min_delta": 0.01,
                  "epochs_after_switch": 1}
 _TOP_DEFAULTS: dict[str, Any] = {
-    "seed": 0, "device": "auto", "amp": "auto", "channels_last": True, "num_workers": 0,
+    "seed": 0, "device": "auto", "amp": "auto", "channels_last": True, "num_workers": 0, "num_threads": None,
     "batch_size": 64, "val_fraction": 0.1, "checkpoint_every": 500, "log_every": 1,
 }
 _SWEEP_DEFAULTS = {"lambda_r": [0.0, 0.1, 0.5, 1.0, 2.0, 10.0], "epochs": 1, "lr": None}
@@ -113,8 +114,9 @@ def _validate_phase(name: str, cfg: Any) -> dict:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
     out = {**copy.deepcopy(allowed), **cfg}
-    if out["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"{where}.optimizer: expected 'adam', 'adamw' or 'sgd', got {out['optimizer']!r}")
+    opts = ("adam", "adamw", "sgd", "lstsq") if name == "phase2" else ("adam", "adamw", "sgd")
+    if out["optimizer"] not in opts:
+        raise ConfigError(f"{where}.optimizer: expected one of {opts}, got {out['optimizer']!r}")
     if out["schedule"] not in ("constant", "cosine", "step"):
         raise ConfigError(f"{where}.schedule: expected 'constant', 'cosine' or 'step', got {out['schedule']!r}")
     _num(out, "lr", where, 0, lo_open=True)
@@ -149,7 +151,8 @@ def validate_train_config(cfg: dict | None) -> dict:
 
     Top-level keys: ``seed`` (int), ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``amp``
     ("auto" = bf16 on CUDA when supported else fp16, "bf16", "fp16", "none"; CPU always runs
-    fp32), ``channels_last`` (bool, CUDA only), ``num_workers`` (DataLoader), ``batch_size``
+    fp32), ``channels_last`` (bool, CUDA only), ``num_workers`` (DataLoader), ``num_threads``
+    (torch intra-op threads while training on CPU; null: torch's default), ``batch_size``
     (global, over all processes), ``val_fraction`` (images per training subject held out,
     in [0, 0.5]), ``checkpoint_every`` (steps), ``log_every`` (steps). One mapping per phase
     (``phase1``, ``phase2``, ``phase3``, ``texture``) with ``optimizer`` ("adam", "adamw",
@@ -181,6 +184,8 @@ def validate_train_config(cfg: dict | None) -> dict:
     if not isinstance(out["channels_last"], bool):
         raise ConfigError(f"train.channels_last: expected true or false, got {out['channels_last']!r}")
     _num(out, "num_workers", "train", 0, integer=True)
+    if out["num_threads"] is not None:
+        _num(out, "num_threads", "train", 1, integer=True)
     _num(out, "batch_size", "train", 1, integer=True)
     _num(out, "val_fraction", "train", 0, 0.5)
     _num(out, "checkpoint_every", "train", 1, integer=True)
@@ -597,6 +602,8 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
     if phase == "phase2":
         a_id, a_exp, _ = dataset_codes(dataset)
         dataset = CodesDataset(a_id, a_exp)
+    if phase == "phase2" and pcfg["optimizer"] == "lstsq":
+        return _phase2_closed_form(net, dataset, model, run_dir, tag, chash, batch, rank, world, dev)
     steps_per_epoch = len(dataset) // batch
     if steps_per_epoch < 1:
         raise ValueError(f"dataset of {len(dataset)} items is smaller than one batch of {batch}")
@@ -691,6 +698,9 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
         except Exception:  # tensorboard not installed
             tb = None
 
+    threads_before = torch.get_num_threads()
+    if cfg["num_threads"] is not None and dev.type == "cpu":
+        torch.set_num_threads(cfg["num_threads"])
     bar = tqdm(total=total_steps, initial=step, desc=tag, disable=not progress or rank != 0,
                leave=False, dynamic_ncols=True)
     done = pstate["stage"] >= len(lam) or epoch >= max_epochs
@@ -780,6 +790,7 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
                     w.writerow({**row, "switch": int(switch)})
             save_state()
     finally:
+        torch.set_num_threads(threads_before)
         bar.close()
         if csv_file is not None:
             csv_file.close()
@@ -789,12 +800,66 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
         save_final(net, final_path, chash, phase,
                    extra={"steps": step, "epochs": epoch, "switch_step": pstate["switch_step"],
                           "switch_epoch": pstate["switch_epoch"], "switch_reason": pstate["switch_reason"]})
+        state_path.unlink(missing_ok=True)  # the phase is complete: its resume state is not needed
     if world > 1:
         dist.barrier()
     for p in net.parameters():
         p.requires_grad_(True)
     return PhaseResult(phase, final_path, _read_csv(csv_path) if rank == 0 else pd.DataFrame(),
                        _read_csv(epochs_path) if rank == 0 else pd.DataFrame(), not interrupted)
+
+
+def _phase2_closed_form(net, dataset, model, run_dir: Path, tag: str, chash: str, batch: int,
+                        rank: int, world: int, dev) -> PhaseResult:
+    """Phase II by its exact minimiser (``optimizer: lstsq``).
+
+    Each decoder is linear and the Phase II loss quadratic, so the decoder that minimises it
+    over the training set solves the normal equations (ridge 1e-6 relative, for codes that
+    never vary, e.g. an expression the fitter never activates):
+    ``W = A (alpha^T C) (C^T C + eps I)^{-1}`` with ``C`` the target codes and ``A alpha^T`` the
+    fitted deltas (``C`` gains a column of ones when the decoder has a bias). Gradient
+    training of the same loss converges to the same ``W``; this gets there in one step.
+    """
+    import pandas as pd
+
+    if model is None:
+        raise ValueError("phase2 needs the morphable model (its fitted shapes are the targets)")
+    a_id = torch.as_tensor(dataset.alpha_id, dtype=torch.float64)
+    a_exp = torch.as_tensor(dataset.alpha_exp, dtype=torch.float64)
+    c_id, c_res = net.scaler.to_code(a_id, a_exp)
+    rows = {}
+    with torch.no_grad():
+        for dec, A, alpha, c, key in ((net.dec_id, model.A_id, a_id, c_id, "L_id"),
+                                      (net.dec_res, model.A_exp, a_exp, c_res, "L_res")):
+            A = torch.as_tensor(A, dtype=torch.float64)
+            C = torch.cat([c, torch.ones(len(c), 1, dtype=c.dtype)], 1) if dec.bias is not None else c
+            G = C.T @ C
+            G = G + 1e-6 * G.diagonal().mean().clamp_min(1e-12) * torch.eye(len(G), dtype=G.dtype)
+            W = A @ torch.linalg.solve(G, C.T @ alpha).T  # (3n, k[+1]) = A alpha^T C G^-1
+            if dec.bias is not None:
+                dec.weight.copy_(W[:, :-1].to(dec.weight))
+                dec.bias.copy_(W[:, -1].to(dec.bias))
+            else:
+                dec.weight.copy_(W.to(dec.weight))
+            se = 0.0
+            for i in range(0, len(c), batch):  # the Phase II loss at the solution, mm^2
+                pred = dec(c[i:i + batch].to(dec.weight))
+                se += float(losses.reconstruction_loss(pred, (alpha[i:i + batch] @ A.T).to(pred))) * len(pred)
+            rows[key] = se / len(c)
+    rows["loss"] = rows["L_id"] + rows["L_res"]
+    hist = pd.DataFrame([{"step": 1, "epoch": 0, "lr": 0.0, **{k: rows[k] for k in _METRICS["phase2"]},
+                          "images_per_s": float("nan")}])
+    epochs = pd.DataFrame([{"epoch": 0, "step": 1, "loss": rows["loss"], "stage": 0, "lambda_r": 0.0, "switch": 0}])
+    final = run_dir / f"{tag}.pt"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for df, pth in ((hist, run_dir / f"{tag}.csv"), (epochs, run_dir / f"{tag}_epochs.csv")):
+            with atomic_path(pth) as tmp:
+                df.to_csv(tmp, index=False)
+        save_final(net, final, chash, "phase2", extra={"steps": 1, "epochs": 1, "solver": "lstsq"})
+    if world > 1:
+        dist.barrier()
+    return PhaseResult("phase2", final, hist, epochs, True)
 
 
 def save_final(net: nn.Module, path: str | os.PathLike, chash: str, phase: str, extra: dict | None = None) -> Path:
@@ -968,3 +1033,488 @@ def evaluate(model: nn.Module, dataset: Dataset, morphable=None, batch_size: int
         res["rmse_mm"] = math.sqrt(se / max(count, 1))
         res["rmse_id_mm"] = math.sqrt(se_id / max(count, 1))
     return res
+
+
+# =============================================================================== pipeline
+@dataclass
+class TrainingData:
+    """The ``train`` population split for training (Sec. 3.3): what :func:`training_data` returns.
+
+    Attributes
+    ----------
+    train : Dataset
+        Items ``{image, label, alpha_id, alpha_exp}`` with the **fitted** (or, with
+        ``targets="ground_truth"``, the true) coefficients as targets.
+    val : Dataset
+        Held-out images of the same subjects: ``alpha_id`` / ``alpha_exp`` are the ground-truth
+        coefficients (for the 3D error), ``fit_alpha_id`` / ``fit_alpha_exp`` the fitted ones.
+    model : MorphableModel
+    n_subjects : int
+    targets : str
+    protocol_path : Path
+    """
+
+    train: Dataset
+    val: Dataset
+    model: Any
+    n_subjects: int
+    targets: str
+    protocol_path: Path
+
+
+class _SubsetWithCodes(Dataset):
+    """Streaming view of a protocol file with replaced coefficients (for datasets too large for memory)."""
+
+    def __init__(self, base, indices, labels, alpha_id, alpha_exp, extra=None):
+        self.base, self.indices = base, np.asarray(indices)
+        self.labels, self.alpha_id, self.alpha_exp = labels, alpha_id, alpha_exp
+        self.extra = extra or {}
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        it = self.base[int(self.indices[k])]
+        out = {"image": it["image"], "label": torch.tensor(int(self.labels[k])),
+               "alpha_id": torch.from_numpy(self.alpha_id[k]), "alpha_exp": torch.from_numpy(self.alpha_exp[k]),
+               "index": torch.tensor(k)}
+        out.update({key: torch.from_numpy(np.asarray(v[k])) for key, v in self.extra.items()})
+        return out
+
+
+def load_model_for_profile(cfg: dict):
+    """The morphable model a profile names (``model.name``: ``ict-facekit``).
+
+    Raises
+    ------
+    ConfigError
+        For a model name this package cannot load by name.
+    """
+    from .model import load_ict_facekit
+
+    name = (cfg.get("model") or {}).get("name", "ict-facekit")
+    if name != "ict-facekit":
+        raise ConfigError(f"model.name: only 'ict-facekit' can be loaded by name, got {name!r}")
+    return load_ict_facekit()
+
+
+def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per subject, hold out round(fraction * count) images (at least one when fraction > 0,
+    never all); deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for s in np.unique(labels):
+        idx = np.flatnonzero(labels == s)
+        idx = idx[rng.permutation(len(idx))]
+        k = 0 if fraction == 0 else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        va.extend(idx[:k])
+        tr.extend(idx[k:])
+    return np.sort(np.asarray(tr, np.int64)), np.sort(np.asarray(va, np.int64))
+
+
+def _load_targets(cfg: dict, sset, targets: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    if targets == "ground_truth":
+        return sset.alpha_id.astype(np.float32), sset.alpha_exp.astype(np.float32)
+    try:
+        from .fitting import build_targets, load_targets
+    except ImportError as exc:
+        raise ImportError("fitted targets need disentangled_face.fitting.build_targets/load_targets "
+                          "(the multi-image 3DMM fit of Sec. 3.3.2)") from exc
+    t = load_targets(build_targets(cfg))
+    get = (lambda k: t[k]) if isinstance(t, dict) else (lambda k: getattr(t, k))
+    a_id, a_exp = np.asarray(get("alpha_id"), np.float32), np.asarray(get("alpha_exp"), np.float32)
+    lab = np.asarray(get("label"))
+    if len(a_id) != len(sset) or not np.array_equal(lab, sset.label):
+        raise ValueError(f"the fitted targets ({len(a_id)} images) do not match the train protocol "
+                         f"({len(sset)} images): rebuild them with the same profile")
+    return a_id, a_exp
+
+
+def training_data(profile: str | dict = "book", targets: str = "fitted", progress: bool = True,
+                  in_memory: bool | None = None) -> TrainingData:
+    """The ``train`` protocol with its targets, split into training and held-out images.
+
+    Parameters
+    ----------
+    profile : str or dict
+        Profile name, YAML path, or a loaded profile.
+    targets : {"fitted", "ground_truth"}
+        ``"fitted"`` (the paper): the multi-image 3DMM fit (``fitting.build_targets``);
+        ``"ground_truth"``: the synthetic data's true coefficients (an upper bound).
+    in_memory : bool, optional
+        Keep the images in memory, resized to ``network.input_size`` (default: when they take
+        under 2 GB); else stream them from the HDF5 file.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``targets``; ConfigError on an invalid profile.
+    """
+    from . import synth
+    from .datasets import FaceImageDataset, to_network_input
+
+    if targets not in ("fitted", "ground_truth"):
+        raise ValueError(f"targets must be 'fitted' or 'ground_truth', got {targets!r}")
+    cfg = load_profile(profile) if not isinstance(profile, dict) else profile
+    ncfg, tcfg = validate_network_config(cfg["network"]), validate_train_config(cfg["train"])
+    model = load_model_for_profile(cfg)
+    path = synth.build_protocol("train", cfg, model=model, progress=progress)
+    sset = synth.load_protocol(path)
+    a_fit, e_fit = _load_targets(cfg, sset, targets, progress)
+    _, labels = np.unique(sset.label, return_inverse=True)
+    tr, va = _split(labels, tcfg["val_fraction"], tcfg["seed"])
+    H, W = ncfg["input_size"]
+    if in_memory is None:
+        in_memory = len(sset) * 3 * H * W * 4 < 2 * 2**30
+    gt_id, gt_exp = sset.alpha_id.astype(np.float32), sset.alpha_exp.astype(np.float32)
+    if in_memory:
+        raw = np.asarray(sset.images)  # (N, 112, 96, 3) uint8
+        imgs = []
+        for i in range(0, len(raw), 256):
+            x = torch.from_numpy(to_network_input(raw[i:i + 256]))
+            if tuple(x.shape[-2:]) != (H, W):  # the encoder's own resize, done once
+                x = torch.nn.functional.interpolate(x, size=(H, W), mode="bilinear", align_corners=False,
+                                                    antialias=True)
+            imgs.append(x)
+        imgs = torch.cat(imgs)
+        train = TensorFaceDataset(imgs[tr], labels[tr], a_fit[tr], e_fit[tr])
+        val = TensorFaceDataset(imgs[va], labels[va], gt_id[va], gt_exp[va],
+                                extra={"fit_alpha_id": a_fit[va], "fit_alpha_exp": e_fit[va]})
+    else:
+        base = FaceImageDataset(path)
+        train = _SubsetWithCodes(base, tr, labels[tr], a_fit[tr], e_fit[tr])
+        train.alpha_id, train.alpha_exp, train.labels = a_fit[tr], e_fit[tr], labels[tr]
+        val = _SubsetWithCodes(base, va, labels[va], gt_id[va], gt_exp[va],
+                               extra={"fit_alpha_id": a_fit[va], "fit_alpha_exp": e_fit[va]})
+    return TrainingData(train, val, model, int(labels.max()) + 1, targets, Path(path))
+
+
+@dataclass
+class TrainedModels:
+    """What :func:`train_pipeline` returns.
+
+    Attributes
+    ----------
+    run_dir : Path
+        ``data/runs/<config_hash>/``.
+    config_hash : str
+    checkpoints : dict
+        Phase -> final checkpoint path (``phase1`` is the "3DMM-CNN-like" encoder, ``phase3``
+        the paper's network, ``texture`` the texture network).
+    histories : dict
+        Phase -> per-step metrics (pandas DataFrame: step, epoch, lr, loss and its parts, images_per_s).
+    epochs : dict
+        Phase -> per-epoch metrics (epoch, step, loss, stage, lambda_r, switch).
+    info : dict
+        Phase -> what the final checkpoint records (steps, epochs, and for ``phase3`` the
+        ``switch_step`` / ``switch_epoch`` / ``switch_reason`` of the lambda_r switch).
+    targets : str
+    """
+
+    run_dir: Path
+    config_hash: str
+    checkpoints: dict
+    histories: dict
+    epochs: dict
+    info: dict
+    targets: str = "fitted"
+
+    def load(self, phase: str) -> nn.Module:
+        """The trained network of a phase (eval mode, CPU)."""
+        if phase not in self.checkpoints:
+            raise ValueError(f"no checkpoint for {phase!r}; have {sorted(self.checkpoints)}")
+        return load_model(self.checkpoints[phase], expect_hash=self.config_hash)
+
+
+def run_config(profile: str | dict = "book", targets: str = "fitted") -> dict:
+    """The part of a profile that determines the trained networks (hashed into the run folder).
+
+    The ``train.sweep`` entry is left out (the sweep has its own folder), and so are settings
+    that do not change the result (progress, logging and checkpoint intervals, workers).
+    """
+    cfg = load_profile(profile) if not isinstance(profile, dict) else profile
+    tcfg = validate_train_config(cfg["train"])
+    tcfg = {k: v for k, v in tcfg.items()
+            if k not in ("sweep", "checkpoint_every", "log_every", "num_workers", "num_threads")}
+    return {"model": cfg.get("model"), "synth": cfg.get("synth"), "fitting": cfg.get("fitting"),
+            "network": validate_network_config(cfg["network"]), "train": tcfg, "targets": targets}
+
+
+def train_pipeline(profile: str | dict = "book", progress: bool = True, phases: Sequence[str] = PHASES,
+                   resume: bool = True, targets: str = "fitted", data: TrainingData | None = None,
+                   device: str | None = None) -> TrainedModels:
+    """Run (or load from ``data/runs/<config_hash>/``) Phase I, II, III and the texture baseline.
+
+    A phase whose final checkpoint exists is loaded, not retrained; an interrupted one resumes
+    from its state checkpoint (``resume=True``). Under ``torchrun`` every process calls this;
+    rank 0 writes.
+
+    Parameters
+    ----------
+    profile : str or dict
+        ``"book"``, ``"paper"``, a YAML path or a loaded profile.
+    progress : bool
+        Progress bars.
+    phases : sequence of str
+        Which of ``phase1``, ``phase2``, ``phase3``, ``texture`` to run (a phase's
+        prerequisites must then exist: phase2 needs phase1, phase3 needs phase2).
+    resume : bool
+        Continue interrupted phases from their state checkpoints.
+    targets : {"fitted", "ground_truth"}
+        See :func:`training_data`.
+    data : TrainingData, optional
+        Reuse already loaded data.
+    device : str, optional
+        Overrides ``train.device``.
+
+    Returns
+    -------
+    TrainedModels
+
+    Raises
+    ------
+    ValueError
+        On an unknown phase or a missing prerequisite; ConfigError on an invalid profile.
+    """
+    import pandas as pd
+
+    cfg = load_profile(profile) if not isinstance(profile, dict) else profile
+    bad = set(phases) - set(PHASES)
+    if bad:
+        raise ValueError(f"unknown phase(s) {sorted(bad)}; expected some of {PHASES}")
+    tcfg, ncfg = validate_train_config(cfg["train"]), validate_network_config(cfg["network"])
+    rank, _ = init_distributed()
+    chash = config_hash(run_config(cfg, targets))
+    run_dir = data_dir("runs", chash)
+    ckpts = {p: run_dir / f"{p}.pt" for p in PHASES}
+    todo = [p for p in PHASES if p in phases and not ckpts[p].is_file()]
+    if todo and data is None:
+        if dist.is_initialized() and rank != 0:
+            dist.barrier()  # rank 0 builds the data first
+        data = training_data(cfg, targets=targets, progress=progress and rank == 0)
+        if dist.is_initialized() and rank == 0:
+            dist.barrier()
+    for phase in [p for p in PHASES if p in todo]:
+        seed_everything(tcfg["seed"])
+        if phase == "phase1":
+            scaler = fit_code_scaler(data.train, ncfg["code_margin"])
+            net = DisentangledFaceNet.from_config(ncfg, data.model, data.n_subjects, scaler=scaler)
+        elif phase == "texture":
+            net = TextureNet.from_config(ncfg, data.n_subjects)
+        else:
+            prev = "phase1" if phase == "phase2" else "phase2"
+            if not ckpts[prev].is_file():
+                raise ValueError(f"{phase} starts from {prev}, which has not been trained: run it first")
+            net = load_model(ckpts[prev], expect_hash=chash).train()
+        train_phase(phase, net, data.train, tcfg, run_dir, model=data.model, chash=chash, resume=resume,
+                    progress=progress, device=device)
+    hist, eps, info, have = {}, {}, {}, {}
+    for p in PHASES:
+        if ckpts[p].is_file():
+            have[p] = ckpts[p]
+            hist[p] = _read_csv(run_dir / f"{p}.csv")
+            eps[p] = _read_csv(run_dir / f"{p}_epochs.csv")
+            info[p] = dict(load_checkpoint(ckpts[p])["info"])
+    return TrainedModels(run_dir, chash, have, hist, eps, info, targets)
+
+
+def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = 64):
+    """Held-out 3D error and identification accuracy of every trained network.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per network: ``network``, ``rmse_mm`` (per-vertex RMS distance to the
+        ground-truth shape, mm, model frame, no alignment), ``rmse_id_mm`` (identity part vs
+        the true neutral shape), ``acc`` (top-1 over the training subjects; NaN where the
+        network has no trained classifier). ``phase1`` decodes with the 3DMM (3DMM-CNN-like),
+        ``phase2`` is the Phase I encoder with the Phase II decoders, ``phase3`` the paper's
+        network; ``fit`` is the 3DMM fit itself (the targets) for reference.
+    """
+    import pandas as pd
+
+    rows = []
+    m = data.model
+    for p, ck in trained.checkpoints.items():
+        net = load_model(ck)
+        if p == "texture":
+            rows.append({"network": p, "rmse_mm": float("nan"), "rmse_id_mm": float("nan"),
+                         "acc": evaluate(net, data.val, None, batch_size)["acc"]})
+            continue
+        if p == "phase1":  # decode with the 3DMM
+            net.init_decoders_from_model(m)
+        ev = evaluate(net, data.val, m, batch_size)
+        rows.append({"network": p, "rmse_mm": ev["rmse_mm"], "rmse_id_mm": ev["rmse_id_mm"],
+                     "acc": ev["acc"] if p == "phase3" else float("nan")})
+    v = data.val
+    a_fit = torch.stack([v[i]["fit_alpha_id"] for i in range(len(v))]).float()
+    e_fit = torch.stack([v[i]["fit_alpha_exp"] for i in range(len(v))]).float()
+    a_gt = torch.stack([v[i]["alpha_id"] for i in range(len(v))]).float()
+    e_gt = torch.stack([v[i]["alpha_exp"] for i in range(len(v))]).float()
+    d = m.shape(a_fit, e_fit) - m.shape(a_gt, e_gt)
+    d_id = m.identity_shape(a_fit) - m.identity_shape(a_gt)
+    rows.append({"network": "fit", "rmse_mm": float(d.pow(2).sum(-1).mean().sqrt()),
+                 "rmse_id_mm": float(d_id.pow(2).sum(-1).mean().sqrt()), "acc": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def lambda_sweep(profile: str | dict = "book", trained: TrainedModels | None = None,
+                 data: TrainingData | None = None, lambdas: Sequence[float] | None = None,
+                 epochs: int | None = None, progress: bool = True, targets: str = "fitted"):
+    """Effect of lambda_r (Eq. 5): short fixed-lambda_r Phase III fine-tunes from the same Phase II start.
+
+    Each run trains Phase III with one ``lambda_r`` for ``train.sweep.epochs`` epochs (learning
+    rate ``train.sweep.lr`` or phase3's) from ``phase2.pt``, then is evaluated on the held-out
+    images. Cached under ``<run_dir>/sweep/<hash of the sweep>/``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per lambda_r: ``lambda_r``, ``rmse_mm``, ``rmse_id_mm`` (mm, held-out images vs
+        the ground-truth shapes), ``acc`` (top-1 over the training subjects on held-out images),
+        ``final_loss`` (last epoch's training loss) and ``checkpoint`` (path of that network).
+    """
+    import pandas as pd
+
+    cfg = load_profile(profile) if not isinstance(profile, dict) else profile
+    tcfg = validate_train_config(cfg["train"])
+    sw = dict(tcfg["sweep"])
+    if lambdas is not None:
+        sw["lambda_r"] = [float(x) for x in lambdas]
+    if epochs is not None:
+        sw["epochs"] = int(epochs)
+    trained = trained or train_pipeline(cfg, progress=progress, phases=("phase1", "phase2"), targets=targets,
+                                        data=data)
+    if "phase2" not in trained.checkpoints:
+        raise ValueError("the sweep starts from phase2, which has not been trained")
+    sdir = trained.run_dir / "sweep" / config_hash(sw)
+    table = sdir / "results.csv"
+    done = _read_csv(table)
+    rows = [] if done.empty else done.to_dict("records")
+    have = {float(r["lambda_r"]) for r in rows}
+    todo = [lam for lam in sw["lambda_r"] if lam not in have]
+    if todo:
+        data = data or training_data(cfg, targets=targets, progress=progress)
+    for lam in todo:
+        c = copy.deepcopy(tcfg)
+        c["phase3"].update(lambda_r=[lam], epochs=sw["epochs"], lr=sw["lr"] or tcfg["phase3"]["lr"])
+        tag = f"lambda_{lam:g}"
+        seed_everything(tcfg["seed"])
+        net = load_model(trained.checkpoints["phase2"]).train()
+        res = train_phase("phase3", net, data.train, c, sdir, model=data.model, chash=trained.config_hash,
+                          progress=progress, tag=tag)
+        ev = evaluate(net, data.val, data.model)
+        rows.append({"lambda_r": lam, "rmse_mm": ev["rmse_mm"], "rmse_id_mm": ev["rmse_id_mm"], "acc": ev["acc"],
+                     "final_loss": float(res.epochs.loss.iloc[-1]), "checkpoint": res.checkpoint.name})
+        out = pd.DataFrame(rows)
+        with atomic_path(table) as tmp:
+            out.to_csv(tmp, index=False)
+    out = pd.DataFrame(rows)
+    out = out[out.lambda_r.isin(sw["lambda_r"])].sort_values("lambda_r").reset_index(drop=True)
+    out["checkpoint"] = [str(sdir / c) for c in out.checkpoint]
+    return out
+
+
+# =============================================================================== CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m disentangled_face.train --config book|paper|path.yaml [--phase ...] [--resume]``."""
+    ap = argparse.ArgumentParser(prog="python -m disentangled_face.train",
+                                 description="Train the encoder-decoder of Liu et al. (CVPR 2018): "
+                                             "Phase I, II, III (Sec. 3.3.3) and the texture baseline.")
+    ap.add_argument("--config", default="book", help="profile name (book, paper) or a YAML path")
+    ap.add_argument("--phase", default="all", choices=("all", *PHASES), help="which phase (default: all)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted phase from its state checkpoint (else restart it)")
+    ap.add_argument("--targets", default="fitted", choices=("fitted", "ground_truth"))
+    ap.add_argument("--device", default=None, help="override train.device (cpu, cuda, cuda:N)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    phases = PHASES if args.phase == "all" else (args.phase,)
+    out = train_pipeline(args.config, progress=not args.no_progress, phases=phases, resume=args.resume,
+                         targets=args.targets, device=args.device)
+    rank, _ = _dist_info()
+    if rank == 0:
+        print(f"run folder: {out.run_dir}")
+        for p, ck in out.checkpoints.items():
+            e = out.epochs[p]
+            last = f"{e.loss.iloc[-1]:.4g}" if len(e) else "n/a"
+            print(f"  {p}: {ck}  (final epoch loss {last})")
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# =============================================================================== figures
+def history_figure(trained: TrainedModels, smooth: int = 5):
+    """Per-phase loss curves (plotly), the lambda_r switch of Phase III marked.
+
+    Phase I: code regression loss; Phase II: its loss (one point for the closed form);
+    Phase III: ``L``, ``lambda_r L_R`` and ``L_C``; texture: ``L_C``. Per-step values, smoothed
+    by a running mean over ``smooth`` steps, against the step.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = {"phase1": "Phase I: code regression", "phase2": "Phase II: decoders (L_R, mm²)",
+             "phase3": "Phase III: λ_R L_R + L_C", "texture": "texture network: L_C"}
+    phases = [p for p in PHASES if p in trained.histories and len(trained.histories[p])]
+    fig = make_subplots(rows=1, cols=len(phases), subplot_titles=[names[p] for p in phases])
+    for j, p in enumerate(phases, 1):
+        h = trained.histories[p]
+        sm = (lambda s: s.rolling(smooth, min_periods=1).mean()) if len(h) > smooth else (lambda s: s)
+        cols = {"phase1": ["loss", "L_id", "L_res"], "phase2": ["L_id", "L_res"],
+                "phase3": ["loss", "L_R", "L_C"], "texture": ["L_C"]}[p]
+        for c in cols:
+            y = sm(h[c] * h["lambda_r"]) if (p == "phase3" and c == "L_R") else sm(h[c])
+            label = "λ_R·L_R" if (p == "phase3" and c == "L_R") else c
+            fig.add_trace(go.Scatter(x=h.step, y=y, mode="lines+markers" if len(h) < 3 else "lines",
+                                     name=f"{p}: {label}", legendgroup=p), row=1, col=j)
+        if p == "phase3" and trained.info.get("phase3", {}).get("switch_step", -1) > 0:
+            s = trained.info["phase3"]["switch_step"]
+            fig.add_vline(x=s, line_dash="dash", line_color="grey", row=1, col=j)
+            fig.add_annotation(x=s, y=1, yref=f"y{j} domain" if j > 1 else "y domain", showarrow=False,
+                               text=f"λ_R → 1.0 ({trained.info['phase3'].get('switch_reason', '')})",
+                               xanchor="left", yanchor="top", row=1, col=j)
+        fig.update_xaxes(title_text="step", row=1, col=j)
+    fig.update_yaxes(type="log")
+    fig.update_layout(height=380, title="training losses per phase (log scale)", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def sweep_figure(sweep):
+    """The lambda_r sweep as a plotly figure with a slider over lambda_r (works without a kernel).
+
+    Left: held-out 3D error (mm) against lambda_r; right: identification accuracy. The slider
+    moves a marker to one lambda_r and prints its numbers in the title.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    x = [f"{v:g}" for v in sweep.lambda_r]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["3D error on held-out images (mm)",
+                                                        "identification accuracy (held-out images)"])
+    fig.add_trace(go.Scatter(x=x, y=sweep.rmse_mm, mode="lines+markers", name="RMSE, full shape"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=sweep.rmse_id_mm, mode="lines+markers", name="RMSE, identity part"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=sweep.acc, mode="lines+markers", name="top-1 accuracy"), 1, 2)
+    hi = [go.Scatter(x=[x[0]], y=[sweep.rmse_mm.iloc[0]], mode="markers", marker=dict(size=16, color="black",
+                     symbol="circle-open"), showlegend=False),
+          go.Scatter(x=[x[0]], y=[sweep.acc.iloc[0]], mode="markers", marker=dict(size=16, color="black",
+                     symbol="circle-open"), showlegend=False)]
+    fig.add_trace(hi[0], 1, 1)
+    fig.add_trace(hi[1], 1, 2)
+    steps = []
+    for i, r in sweep.reset_index(drop=True).iterrows():
+        title = (f"λ_R = {r.lambda_r:g}: RMSE {r.rmse_mm:.2f} mm (identity {r.rmse_id_mm:.2f} mm), "
+                 f"accuracy {100 * r.acc:.1f} %")
+        steps.append(dict(method="update", label=x[i],
+                          args=[{"x": [x, x, x, [x[i]], [x[i]]],
+                                 "y": [sweep.rmse_mm, sweep.rmse_id_mm, sweep.acc, [r.rmse_mm], [r.acc]]},
+                                {"title": title}]))
+    fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="λ_R = "), pad=dict(t=40))],
+                      title=steps[0]["args"][1]["title"], height=430)
+    fig.update_xaxes(title_text="λ_R", type="category")
+    return fig

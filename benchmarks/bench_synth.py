@@ -1,0 +1,95 @@
+"""Throughput of the synthetic-face generator (images per second at 112 x 96).
+
+Measures, in one run on this machine:
+
+* the naive peer: one image per call of ``synth.render_faces`` (one draw call, one read-back,
+  every per-image cost paid each time);
+* the batched generator used by ``synth.build_protocol``: ``batch`` images per instanced draw
+  call into one atlas framebuffer, subject shapes and albedos cached, in one process;
+* the same with ``--workers`` rendering processes (one OpenGL context each);
+
+and prints each as images/s and as a ratio to the naive peer, then the projected time of the
+paper profile's training set (10,575 subjects x 46 images). Rendering is on the CPU (Mesa
+llvmpipe through EGL) unless the machine's EGL offers a GPU.
+
+    python benchmarks/bench_synth.py [--images 1024] [--workers 2] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=1024, help="images for the batched runs")
+    ap.add_argument("--naive-images", type=int, default=96, help="images for the one-per-call peer")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = ap.parse_args()
+
+    from disentangled_face import synth
+    from disentangled_face.model import load_ict_facekit
+
+    model = load_ict_facekit()
+    K = max(1, args.images // 20)
+    prof = {"synth": {"seed": 11, "batch": args.batch, "protocols": {"train": {"subjects": K, "images_per_subject": 20}}}}
+    cfg = synth.protocol_config("train", prof)
+    plan = synth.plan_protocol("train", cfg, model)
+    N = plan["subject"].size
+    print(f"model: {model.name}, {model.n_vertices} vertices, {model.triangles.shape[0]} triangles; "
+          f"CPU cores: {os.cpu_count()}")
+    import moderngl  # noqa: F401  (report the OpenGL renderer)
+
+    r = synth.get_renderer(model)
+    print(f"OpenGL: {r.ctx.info['GL_RENDERER']}")
+
+    # --- naive peer: one image per call
+    from disentangled_face.render import Light
+
+    alpha_id = synth.subject_codes(model, cfg["seed"], plan["subject_id"])
+    albedo_model = synth.get_albedo_model(model)
+    n_naive = min(args.naive_images, N)
+    synth.render_faces(model, alpha_id[:1], plan["alpha_exp"][:1], 0.0)  # warm-up (shader compile)
+    t = time.perf_counter()
+    for i in range(n_naive):
+        k = plan["subject"][i]
+        light = Light(*(plan["light"][key][i:i + 1] for key in ("ambient", "direction", "diffuse")))
+        synth.render_faces(model, alpha_id[k:k + 1], plan["alpha_exp"][i:i + 1], plan["yaw"][i], plan["pitch"][i],
+                           plan["roll"][i], albedo=synth.subject_albedo(albedo_model, cfg["seed"], int(plan["subject_id"][k])),
+                           light=light, background=plan["background"][i:i + 1], max_batch=1)
+    naive = n_naive / (time.perf_counter() - t)
+
+    # --- batched, one process
+    t = time.perf_counter()
+    for _ in synth._render_plan(model, plan, cfg, args.batch, 1, progress=False, desc=""):
+        pass
+    batched = N / (time.perf_counter() - t)
+
+    # --- batched, worker processes (start-up included)
+    multi = None
+    if args.workers > 1:
+        t = time.perf_counter()
+        for _ in synth._render_plan(model, plan, cfg, args.batch, args.workers, progress=False, desc=""):
+            pass
+        multi = N / (time.perf_counter() - t)
+
+    rows = [("one image per call (peer)", n_naive, naive), (f"batched x{args.batch}, 1 process", N, batched)]
+    if multi is not None:
+        rows.append((f"batched x{args.batch}, {args.workers} processes", N, multi))
+    print(f"\n{'path':36s} {'images':>7s} {'images/s':>9s} {'vs peer':>8s}")
+    for name, n, rate in rows:
+        print(f"{name:36s} {n:7d} {rate:9.1f} {rate / naive:7.2f}x")
+    best = max(rate for _, _, rate in rows)
+    paper = 10575 * 46
+    print(f"\npaper profile train set: {paper:,} images -> {paper / best / 3600:.2f} h at {best:.0f} images/s "
+          f"on this machine ({paper / naive / 3600:.1f} h one image per call)")
+    print("goal: 300 images/s on 2 cores;", "met" if best >= 300 else f"not met ({best:.0f} images/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Real-dataset loaders on tiny files written in each dataset's own layout, and the torch Dataset."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from disentangled_face import datasets, synth
+from disentangled_face.datasets import DatasetFormatError, FaceImageDataset
+
+
+def write_jpg(path, value, size=(60, 50)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[0], size[1], 3), value, np.uint8)).save(path, quality=95)
+
+
+# ----------------------------------------------------------------------------- CASIA-WebFace
+def test_casia_webface(tmp_path):
+    for s, n in (("0000045", 3), ("0000099", 2), ("0000100", 0)):
+        (tmp_path / s).mkdir()
+        for k in range(n):
+            write_jpg(tmp_path / s / f"{k + 1:03d}.jpg", 40 * k)
+    samples = datasets.load_casia_webface(tmp_path)
+    assert [s.label for s in samples] == [0, 0, 0, 1, 1]  # the empty folder is skipped
+    assert [s.subject for s in samples][:3] == ["0000045"] * 3
+    assert samples[1].load_image().shape == (60, 50, 3)
+    assert abs(int(samples[1].load_image().mean()) - 40) <= 2
+    assert len(datasets.load_casia_webface(tmp_path, max_subjects=1)) == 3
+    assert len(datasets.load_casia_webface(tmp_path, min_images_per_subject=3)) == 3
+    with pytest.raises(DatasetFormatError, match="folder not found.*CASIA"):
+        datasets.load_casia_webface(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetFormatError, match="no subject folder"):
+        datasets.load_casia_webface(empty)
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    bad = tmp_path / "s" / "x.jpg"
+    bad.parent.mkdir()
+    bad.write_text("not a jpeg")
+    with pytest.raises(DatasetFormatError, match="x.jpg: not a readable image"):
+        datasets.load_casia_webface(tmp_path)[0].load_image()
+
+
+# ----------------------------------------------------------------------------- LFW
+def make_lfw(root, folds=2, sep=" "):
+    people = {"Ann_A": 3, "Bob_B": 2, "Cid_C": 1}
+    for name, n in people.items():
+        for k in range(1, n + 1):
+            write_jpg(root / "lfw" / name / f"{name}_{k:04d}.jpg", 30 * k, size=(250, 250))
+    lines = [f"{folds}{sep}1"]
+    for f in range(folds):
+        lines.append(sep.join(["Ann_A", "1", str(2 + f % 2)]))
+        lines.append(sep.join(["Bob_B", "1", "Cid_C", "1"]))
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return people
+
+
+def test_lfw_pairs(tmp_path):
+    make_lfw(tmp_path)
+    samples, pairs = datasets.load_lfw_pairs(tmp_path)
+    assert [(p.same, p.fold) for p in pairs] == [(True, 0), (False, 0), (True, 1), (False, 1)]
+    names = [(samples[p.a].subject, samples[p.b].subject) for p in pairs]
+    assert names == [("Ann_A", "Ann_A"), ("Bob_B", "Cid_C"), ("Ann_A", "Ann_A"), ("Bob_B", "Cid_C")]
+    # images are shared between pairs: Ann_A_0001, 0002, 0003, Bob_B_0001, Cid_C_0001
+    assert len(samples) == 5
+    assert str(samples[pairs[2].b].image).endswith("Ann_A_0003.jpg")
+    assert samples[pairs[0].a].label == samples[pairs[0].b].label != samples[pairs[1].b].label
+
+
+def test_lfw_errors_name_the_path(tmp_path):
+    with pytest.raises(DatasetFormatError, match="pairs.txt"):
+        datasets.load_lfw_pairs(tmp_path)
+    make_lfw(tmp_path)
+    (tmp_path / "pairs.txt").write_text("1 1\nAnn_A 1\nBob_B 1 Cid_C 1\n")
+    with pytest.raises(DatasetFormatError, match=r"pairs.txt:2: expected 'name n1 n2'"):
+        datasets.load_lfw_pairs(tmp_path)
+    (tmp_path / "pairs.txt").write_text("1 1\nAnn_A 1 9\nBob_B 1 Cid_C 1\n")
+    with pytest.raises(DatasetFormatError, match=r"Ann_A_0009.jpg"):
+        datasets.load_lfw_pairs(tmp_path)
+    (tmp_path / "pairs.txt").write_text("1 1\nAnn_A 1 2\n")
+    with pytest.raises(DatasetFormatError, match="expected 2 pair lines"):
+        datasets.load_lfw_pairs(tmp_path)
+
+
+def test_lfw_through_scikit_learn(tmp_path):
+    lfw_home = tmp_path / "lfw_home"
+    make_lfw(lfw_home, folds=10, sep="\t")
+    (lfw_home / "lfw").rename(lfw_home / "lfw_funneled")
+    for extra in ("pairsDevTrain.txt", "pairsDevTest.txt"):
+        (lfw_home / extra).write_text("1\nAnn_A\t1\t2\n")
+    samples, pairs = datasets.load_lfw_pairs_sklearn(tmp_path)
+    assert len(pairs) == 20 and len(samples) == 40
+    assert [p.same for p in pairs[:2]] == [True, False]
+    assert [p.fold for p in pairs[::2]] == list(range(10))
+    img = samples[0].load_image()
+    assert img.dtype == np.uint8 and img.ndim == 3
+    with pytest.raises(DatasetFormatError, match="scikit-learn's LFW files not found"):
+        datasets.load_lfw_pairs_sklearn(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------------- YTF
+def test_youtube_faces(tmp_path):
+    db = tmp_path / "frame_images_DB"
+    for name, vids in (("Ann_A", (0, 1)), ("Bob_B", (3,))):
+        for v in vids:
+            for k in range(4):
+                write_jpg(db / name / str(v) / f"{k}.{100 + k}.jpg", 10 * k)
+    (tmp_path / "splits.txt").write_text(
+        "split number, first name, second name, first length, second length, is same\n"
+        "1, Ann_A/0, Ann_A/1, 4, 4, 1\n"
+        "2, Ann_A/1, Bob_B/3, 4, 4, 0\n")
+    samples, pairs, videos = datasets.load_ytf(tmp_path, max_frames_per_video=3)
+    assert videos == ["Ann_A/0", "Ann_A/1", "Bob_B/3"]
+    assert [(p.a, p.b, p.same, p.fold, p.kind) for p in pairs] == [(0, 1, True, 0, "sequence"),
+                                                                   (1, 2, False, 1, "sequence")]
+    assert len(samples) == 9 and {s.sequence for s in samples} == {0, 1, 2}
+    assert [s.label for s in samples if s.sequence == 2] == [1, 1, 1]
+    (tmp_path / "splits.txt").write_text("header\n1, Ann_A/0, Zed_Z/0, 4, 4, 0\n")
+    with pytest.raises(DatasetFormatError, match=r"Zed_Z/0.*frames of a YTF video"):
+        datasets.load_ytf(tmp_path)
+    (tmp_path / "splits.txt").write_text("header\n1, Ann_A, Ann_A/1, 4, 4, 1\n")
+    with pytest.raises(DatasetFormatError, match=r"splits.txt:2: video 'Ann_A'"):
+        datasets.load_ytf(tmp_path)
+
+
+# ----------------------------------------------------------------------------- BU-3DFE, MICC
+def write_mesh(path, shift=0.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = trimesh.creation.box(extents=(10, 20, 30))
+    m.vertices += shift
+    m.export(path)
+    return m
+
+
+def test_bu3dfe(tmp_path):
+    sub = tmp_path / "F0001"
+    box = write_mesh(sub / "F0001_NE00WH_F3D.obj")
+    write_mesh(sub / "F0001_HA03WH_F3D.obj", shift=1.0)
+    (sub / "F0001_HA03WH_F3D.bnd").write_text("\n".join(f"{i} {i}.5 {2 * i} {3 * i}" for i in range(83)))
+    scans = datasets.load_bu3dfe(tmp_path)
+    assert [(s.expression, s.intensity) for s in scans] == [("happiness", 0.75), ("neutral", 0.0)]
+    np.testing.assert_allclose(scans[1].vertices, box.vertices)
+    assert scans[1].landmarks is None
+    assert scans[0].landmarks.shape == (83, 3)
+    np.testing.assert_allclose(scans[0].landmarks[2], [2.5, 4, 6])
+    (sub / "F0001_HA03WH_F3D.bnd").write_text("1 2 3 4\n5 six 7 8\n")
+    with pytest.raises(DatasetFormatError, match=r"F3D.bnd:2: expected"):
+        datasets.load_bu3dfe(tmp_path)
+    (sub / "F0001_HA03WH_F3D.bnd").unlink()
+    write_mesh(sub / "scan.obj")
+    with pytest.raises(DatasetFormatError, match=r"scan.obj: name does not follow BU-3DFE"):
+        datasets.load_bu3dfe(tmp_path)
+
+
+def test_micc(tmp_path):
+    obj = tmp_path / "subject_01" / "Model" / "frontal1" / "obj" / "110920150452.obj"
+    write_mesh(obj)
+    obj.with_suffix(".txt").write_text("1 2 3\n4 5 6\n")
+    write_mesh(tmp_path / "subject_02" / "Model" / "frontal2" / "obj" / "x.obj")
+    scans = datasets.load_micc(tmp_path)
+    assert [s.subject for s in scans] == ["subject_01", "subject_02"]
+    np.testing.assert_allclose(scans[0].landmarks, [[1, 2, 3], [4, 5, 6]])
+    assert scans[1].landmarks is None and scans[1].triangles.shape[1] == 3
+    (tmp_path / "subject_03").mkdir()
+    (tmp_path / "subject_03" / "bad.obj").write_text("this is not a mesh\n")
+    with pytest.raises(DatasetFormatError, match="bad.obj"):
+        datasets.load_micc(tmp_path)
+    with pytest.raises(DatasetFormatError, match="no subject_XX folder"):
+        datasets.load_micc(tmp_path / "subject_01")
+
+
+# ----------------------------------------------------------------------------- torch Dataset
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    from disentangled_face.model import load_ict_facekit
+
+    cfg = {"synth": {"seed": 3, "batch": 8, "protocols": {"train": {"subjects": 3, "images_per_subject": 4}}}}
+    path = tmp_path_factory.mktemp("ds") / "train.h5"
+    return synth.build_protocol("train", cfg, model=load_ict_facekit(), progress=False, path=path)
+
+
+def test_network_input_range():
+    x = datasets.to_network_input(np.array([[[0, 128, 255]]], np.uint8))
+    assert x.shape == (3, 1, 1)
+    np.testing.assert_allclose(x.ravel(), [-127.5 / 128, 0.5 / 128, 127.5 / 128])
+
+
+def test_face_image_dataset_items(tiny_set):
+    s = synth.load_protocol(tiny_set)
+    ds = FaceImageDataset(tiny_set, indices=[5, 0, 11])
+    assert len(ds) == 3
+    item = ds[0]
+    assert item["image"].shape == (3, 112, 96) and item["image"].dtype == torch.float32
+    assert -1.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert item["index"] == 5 and item["label"].dtype == torch.int64 and int(item["label"]) == s.label[5]
+    np.testing.assert_allclose(item["image"].numpy(), datasets.to_network_input(s.images[5]))
+    np.testing.assert_array_equal(item["alpha_id"].numpy(), s.alpha_id[5])
+    np.testing.assert_array_equal(item["landmarks"].numpy(), s.landmarks[5])
+    with pytest.raises(ValueError, match="indices must lie"):
+        FaceImageDataset(tiny_set, indices=[12])
+
+
+def test_face_image_dataset_with_worker_processes(tiny_set):
+    ds = FaceImageDataset(synth.load_protocol(tiny_set))
+    ds[0]  # opens the file in this process; workers must reopen it
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, shuffle=False)
+    batches = list(loader)
+    assert sum(len(b["index"]) for b in batches) == 12
+    images = torch.cat([b["image"] for b in batches])
+    np.testing.assert_allclose(images.numpy(), np.stack([ds[i]["image"].numpy() for i in range(12)]))
+
+
+def test_face_image_dataset_over_real_samples(tmp_path):
+    (tmp_path / "a").mkdir()
+    write_jpg(tmp_path / "a" / "1.jpg", 255, size=(250, 250))
+    ds = FaceImageDataset(datasets.load_casia_webface(tmp_path))
+    item = ds[0]
+    assert item["image"].shape == (3, 112, 96)
+    assert float(item["image"].min()) > 0.99  # white image -> 127.5 / 128
+    assert torch.isnan(item["landmarks"]).all() and item["alpha_id"].numel() == 0
+
+
+def test_synthetic_samples_use_the_same_records(tiny_set):
+    s = synth.load_protocol(tiny_set)
+    rec = s.sample(2)
+    assert isinstance(rec, datasets.FaceSample)
+    assert rec.load_image().shape == (112, 96, 3) and rec.label == s.label[2]
+    assert rec.yaw == pytest.approx(float(s.yaw[2]))

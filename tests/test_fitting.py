@@ -1,0 +1,254 @@
+"""The 3DMM fitter (Eq. 6-7): pose, recovery of known parameters, noise, degenerate input."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from disentangled_face import camera, fitting
+from disentangled_face.landmarks import Detection
+from disentangled_face.model import MorphableModel, load_ict_facekit, load_landmark_indices
+
+FAST = dict(threads=1)
+
+
+@pytest.fixture(scope="module")
+def ict():
+    return load_ict_facekit()
+
+
+def _views(model, a_id, a_exp, yaw_deg, seed=0, f=0.5):
+    """Noiseless landmarks of one subject (codes a_id (k,), a_exp (M, k)) at the given yaws."""
+    rng = np.random.default_rng(seed)
+    M = len(yaw_deg)
+    R = camera.rotation_from_euler(np.radians(yaw_deg), np.radians(rng.uniform(-15, 15, M)),
+                                   np.radians(rng.uniform(-10, 10, M)))
+    fs = f * rng.uniform(0.9, 1.1, M)
+    t = rng.uniform(40, 60, (M, 2))
+    pts = model.landmarks_of(model.shape(np.repeat(a_id[None], M, 0), a_exp)).astype(np.float64)
+    return camera.project(pts, R, fs, t), R, fs, t
+
+
+# ------------------------------------------------------------------ pose
+def test_nearest_rotation_of_sheared_affine_rows():
+    M = np.array([[1.0, 0.0, 0.0], [0.2, 1.0, 0.0]])
+    # the naive answer (normalise rows, cross them) is not a rotation
+    r1, r2 = M[0] / np.linalg.norm(M[0]), M[1] / np.linalg.norm(M[1])
+    naive = np.stack([r1, r2, np.cross(r1, r2)])
+    assert abs(naive[0] @ naive[1]) > 0.1
+    assert np.linalg.det(naive) < 0.99
+    f, R = fitting.nearest_scaled_rotation(M)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-9)
+    assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-9)
+    yaw, pitch, roll = camera.euler_from_rotation(R)
+    assert abs(yaw) < 1e-9 and abs(pitch) < 1e-9
+    # polar decomposition of [[1, 0], [0.2, 1]]: roll = atan2(0.2, 2) = 5.711 deg
+    assert np.degrees(roll) == pytest.approx(np.degrees(np.arctan2(0.2, 2.0)), abs=1e-9)
+    assert 5.6 < np.degrees(roll) < 5.75
+    # and it is the Frobenius-nearest scaled roll: brute force over angle and scale
+    th = np.radians(np.linspace(0, 12, 24001))
+    best = min(((np.linalg.norm(M - s * np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0]])), a)
+                for s in np.linspace(0.95, 1.05, 201) for a in th[::40]))
+    assert abs(best[1] - roll) < np.radians(0.03)
+    assert f == pytest.approx(np.linalg.svd(M, compute_uv=False).mean())
+
+
+def test_nearest_rotation_rejects_rank_deficient():
+    with pytest.raises(ValueError, match="rank"):
+        fitting.nearest_scaled_rotation(np.array([[1.0, 0, 0], [2.0, 0, 0]]))
+    with pytest.raises(ValueError, match="shape"):
+        fitting.nearest_scaled_rotation(np.eye(3))
+
+
+@pytest.mark.parametrize("yaw", [-80.0, -45.0, 0.0, 30.0, 80.0])
+def test_estimate_pose_recovers_camera(ict, yaw):
+    X = ict.landmarks_of(ict.mean).astype(np.float64)
+    R = camera.rotation_from_euler(np.radians(yaw), np.radians(10.0), np.radians(-7.0))
+    y = camera.project(X, R, 0.47, np.array([50.0, 60.0]))
+    R2, f2, t2 = fitting.estimate_pose(X, y)
+    np.testing.assert_allclose(R2, R, atol=1e-9)
+    assert f2 == pytest.approx(0.47, rel=1e-9)
+    np.testing.assert_allclose(t2, [50.0, 60.0], atol=1e-7)
+    assert np.degrees(camera.euler_from_rotation(R2)[0]) == pytest.approx(yaw, abs=1e-7)
+
+
+# ------------------------------------------------------------------ recovery of known parameters
+def test_multi_image_recovers_parameters_with_model_subset(ict):
+    """20 identity + 10 expression modes, 8 noiseless views from -80 to +80 deg yaw."""
+    m = ict.subset(20, 10)
+    rng = np.random.default_rng(1)
+    a_id = rng.standard_normal(20)
+    a_exp = rng.uniform(0, 0.8, (8, 10)) * (rng.random((8, 10)) < 0.4)
+    yaws = np.linspace(-80, 80, 8)
+    y, R, f, t = _views(m, a_id, a_exp, yaws)
+    fit = fitting.fit_shape_and_pose(m, y, lambda_id=1e-8, lambda_exp=1e-8, max_iter=10, joint_iters=30, **FAST)
+    assert np.abs(fit.alpha_id - a_id).max() < 1e-3
+    assert np.abs(fit.alpha_exp - a_exp).max() < 1e-3
+    np.testing.assert_allclose(fit.R, R, atol=1e-5)
+    np.testing.assert_allclose(fit.f, f, rtol=1e-5)
+    np.testing.assert_allclose(fit.t, t, atol=1e-3)
+    np.testing.assert_allclose(np.degrees(fit.yaw), yaws, atol=1e-3)
+    assert fit.rmse_px.max() < 1e-3
+    np.testing.assert_allclose(fit.project(m), y, atol=1e-2)
+    assert fit.kept == list(range(8)) and fit.discarded == []
+
+
+@pytest.mark.parametrize("yaw", [-80.0, -40.0, 0.0, 40.0, 80.0])
+def test_single_image_full_model_reprojects_exactly(ict, yaw):
+    """With 68 landmarks and 100 + 53 modes one image under-determines the codes: the fit must
+    still reproduce the landmarks and the camera."""
+    rng = np.random.default_rng(int(yaw) + 100)
+    a_id, a_exp = ict.sample(1, rng)
+    y, R, f, t = _views(ict, a_id[0], a_exp, [yaw], seed=int(yaw) + 100)
+    fit = fitting.fit_single_image(ict, y[0], lambda_id=1e-4, lambda_exp=1e-4, joint_iters=60, **FAST)
+    assert fit.alpha_exp.shape == (1, ict.n_exp) and fit.R.shape == (1, 3, 3)
+    assert fit.rmse_px[0] < 0.1                        # pixels, at ~0.5 px/mm: < 0.2 mm
+    assert np.degrees(abs(fit.yaw[0] - np.radians(yaw))) < 3.0
+    assert (fit.alpha_exp >= 0).all() and (fit.alpha_exp <= 1).all()
+
+
+def test_multi_image_full_model_identity(ict):
+    """16 noiseless views of one subject: landmarks reproduced and the identity close at the landmarks."""
+    rng = np.random.default_rng(5)
+    a_id, a_exp = ict.sample(16, rng)
+    yaws = np.linspace(-80, 80, 16)
+    y, *_ = _views(ict, a_id[0], a_exp, yaws, seed=5)
+    fit = fitting.fit_shape_and_pose(ict, y, lambda_id=1e-4, lambda_exp=1e-4, joint_iters=30, **FAST)
+    assert fit.rmse_px.max() < 0.02
+    err = fitting.shape_rmse(fit.identity_shape(ict), ict.identity_shape(a_id[0]), ict.landmarks,
+                             align_on=ict.landmarks)
+    base = fitting.shape_rmse(ict.mean, ict.identity_shape(a_id[0]), ict.landmarks, align_on=ict.landmarks)
+    assert err < 0.5 * base
+
+
+def test_identity_error_falls_with_images(ict):
+    res = fitting.identity_error_vs_images(ict, (1, 2, 4, 8, 16), n_subjects=10, noise_px=1.0, seed=0,
+                                           max_iter=7, joint_iters=5, **FAST)
+    e = res["rmse_mesh_aligned"].mean(1)
+    assert e[-1] < 0.85 * e[0]
+    assert e[2] < e[0] and e[4] < e[1]
+    assert (np.diff(e) < 0.1).all()
+    # noise of 1 px per coordinate: the fit explains the landmarks to about that level
+    assert ((res["reproj_px"] > 0.8) & (res["reproj_px"] < 1.6)).all()
+
+
+# ------------------------------------------------------------------ convergence, batching
+def test_alternation_converges_and_never_increases(ict):
+    syn = fitting.simulate_landmarks(ict, n_subjects=6, n_images=5, noise_px=0.5, seed=2)
+    fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, max_iter=20, tol=1e-2, joint_iters=0, **FAST)
+    E = fit.objective.sum(0)
+    assert (np.diff(E) <= 1e-6 * E[:-1]).all()          # each step lowers E (or keeps it)
+    assert fit.converged and fit.n_iter <= 20
+    assert np.median(fit.subject_n_iter) <= 10           # the paper: about 7 iterations
+    assert fit.steps[:3] == ["pose", "expression", "identity"]
+    assert E[-1] < 0.7 * E[2]                            # well below the first iteration's E
+    # the joint Levenberg-Marquardt polish lowers E further, from the same start
+    fit2 = fitting.fit_subjects(ict, syn.landmarks, syn.label, max_iter=20, tol=1e-2, joint_iters=10, **FAST)
+    assert fit2.objective.sum(0)[-1] < E[-1]
+    assert fit2.steps[-1] == "joint"
+
+
+def test_batched_equals_per_subject_and_is_deterministic(ict):
+    syn = fitting.simulate_landmarks(ict.subset(30, 20), n_subjects=3, n_images=4, noise_px=0.5, seed=3)
+    m = ict.subset(30, 20)
+    kw = dict(max_iter=5, joint_iters=3, dtype="float64", **FAST)
+    batch = fitting.fit_subjects(m, syn.landmarks, syn.label, **kw)
+    again = fitting.fit_subjects(m, syn.landmarks, syn.label, **kw)
+    np.testing.assert_array_equal(batch.alpha_id, again.alpha_id)
+    chunked = fitting.fit_subjects(m, syn.landmarks, syn.label, chunk=1, **kw)
+    for s in range(3):
+        sel = syn.label == s
+        one = fitting.fit_shape_and_pose(m, syn.landmarks[sel], **kw)
+        np.testing.assert_allclose(batch.subject_alpha_id[s], one.alpha_id, atol=1e-6)
+        np.testing.assert_allclose(batch.alpha_exp[sel], one.alpha_exp, atol=1e-6)
+        np.testing.assert_allclose(chunked.alpha_id[sel], batch.alpha_id[sel], atol=1e-6)
+    single = fitting.fit_subjects(m, syn.landmarks[:2], None, **kw)
+    np.testing.assert_allclose(single.alpha_id[1], fitting.fit_single_image(m, syn.landmarks[1], **kw).alpha_id,
+                               atol=1e-6)
+
+
+def test_float32_matches_float64(ict):
+    syn = fitting.simulate_landmarks(ict, n_subjects=2, n_images=4, noise_px=0.5, seed=4)
+    a = fitting.fit_subjects(ict, syn.landmarks, syn.label, dtype="float32", **FAST)
+    b = fitting.fit_subjects(ict, syn.landmarks, syn.label, dtype="float64", **FAST)
+    assert np.abs(a.rmse_px - b.rmse_px).max() < 0.02
+    assert np.abs(a.shapes(ict) - b.shapes(ict)).max() < 0.5      # mm
+
+
+def test_torch_expression_step_matches_scipy_reference(ict):
+    syn = fitting.simulate_landmarks(ict, n_subjects=1, n_images=3, noise_px=0.5, seed=6)
+    kw = dict(max_iter=3, joint_iters=0, tol=0.0, **FAST)
+    a = fitting.fit_shape_and_pose(ict, syn.landmarks, exp_solver="torch", **kw)
+    b = fitting.fit_shape_and_pose(ict, syn.landmarks, exp_solver="scipy", **kw)
+    np.testing.assert_allclose(a.objective, b.objective, rtol=1e-5)
+    np.testing.assert_allclose(a.alpha_exp, b.alpha_exp, atol=2e-3)
+
+
+def test_one_based_landmark_indices_give_the_same_fit(ict):
+    m = ict.subset(10, 5)
+    idx = load_landmark_indices(m.landmarks + 1, m.n_vertices, one_based=True)
+    m1 = MorphableModel(mean=m.mean, id_basis=m.id_basis, exp_basis=m.exp_basis, triangles=m.triangles,
+                        landmarks=idx, exp_bounds=m.exp_bounds)
+    syn = fitting.simulate_landmarks(m, 1, 3, noise_px=0.3, seed=7)
+    a = fitting.fit_shape_and_pose(m, syn.landmarks, **FAST)
+    b = fitting.fit_shape_and_pose(m1, syn.landmarks, **FAST)
+    np.testing.assert_array_equal(a.alpha_id, b.alpha_id)
+    with pytest.raises(ValueError, match="must lie in"):
+        load_landmark_indices(np.r_[m.landmarks[:-1], m.n_vertices + 5], m.n_vertices, one_based=True)
+
+
+# ------------------------------------------------------------------ degenerate input
+def _good(ict):
+    y, *_ = _views(ict, np.zeros(ict.n_id), np.zeros((1, ict.n_exp)), [10.0])
+    return y[0]
+
+
+def test_degenerate_landmarks_raise_before_solving(ict):
+    good = _good(ict)
+    cases = {
+        "shape": good[:67],
+        "shape ": good[:, :1],
+        "point": np.full((68, 2), 100.0),
+        "line": np.stack([np.linspace(10, 90, 68), np.full(68, 120.0)], -1),
+        "NaN": np.where(np.arange(68)[:, None] == 5, np.nan, good),
+        "inf": np.where(np.arange(68)[:, None] == 7, np.inf, good),
+    }
+    msgs = {"shape": "shape", "shape ": "shape", "point": "one point", "line": "one line", "NaN": "NaN or inf",
+            "inf": "NaN or inf"}
+    for name, y in cases.items():
+        for fn in (lambda y: fitting.fit_shape_and_pose(ict, y), lambda y: fitting.fit_single_image(ict, y),
+                   lambda y: fitting.fit_subjects(ict, y[None], [0])):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")      # no RuntimeWarning from a NaN solve
+                with pytest.raises(ValueError, match=msgs[name]):
+                    fn(y)
+    with pytest.raises(ValueError, match="labels"):
+        fitting.fit_subjects(ict, np.stack([good, good]), [0, 1, 2])
+    with pytest.raises(ValueError, match="one landmark set"):
+        fitting.fit_single_image(ict, np.stack([good, good]))
+    with pytest.raises(ValueError, match="no image"):
+        fitting.fit_shape_and_pose(ict, np.zeros((0, 68, 2)))
+
+
+def test_failed_detections_are_discarded_with_a_warning(ict):
+    good = _good(ict)
+    miss = Detection(False, None, None, float("nan"), "dlib")
+    hit = Detection(True, good, (0, 0, 10, 10), 1.0, "dlib", 1)
+    with pytest.warns(UserWarning, match="1 of 3"):
+        fit = fitting.fit_shape_and_pose(ict, [hit, miss, good + 1.0], **FAST)
+    assert fit.discarded == [1] and fit.kept == [0, 2] and fit.alpha_exp.shape[0] == 2
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable image"):
+        fitting.fit_shape_and_pose(ict, [miss, miss])
+    from disentangled_face.landmarks import NoFaceFound
+    with pytest.raises(NoFaceFound):
+        fitting.fit_single_image(ict, miss)
+
+
+def test_bad_options_raise(ict):
+    good = _good(ict)
+    with pytest.raises(ValueError, match="unknown fitting option"):
+        fitting.fit_shape_and_pose(ict, good, lamda_id=1.0)
+    with pytest.raises(ValueError, match="lambda"):
+        fitting.fit_shape_and_pose(ict, good, lambda_id=-1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        fitting.fit_shape_and_pose(ict, good, dtype="float16")

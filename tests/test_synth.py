@@ -1,0 +1,308 @@
+"""Synthetic protocols: layout, ground truth, determinism, disjoint identities, pairs, caching."""
+
+import copy
+
+import h5py
+import numpy as np
+import pytest
+
+from disentangled_face import camera, synth
+
+TINY = {"synth": {"seed": 7, "batch": 16, "workers": 1, "protocols": {
+    "train": {"subjects": 4, "images_per_subject": 5},
+    "lfw-like": {"folds": 10, "subjects_per_fold": 3, "images_per_subject": 2,
+                 "same_pairs_per_fold": 2, "diff_pairs_per_fold": 3},
+    "ytf-like": {"folds": 10, "subjects_per_fold": 2, "videos_per_subject": 2, "frames_per_video": 4,
+                 "same_pairs_per_fold": 2, "diff_pairs_per_fold": 2, "low_res": [56, 48]},
+    "bu3dfe-like": {"subjects": 2, "intensities": [0.5, 1.0], "yaw_sweep_deg": [-90, 90, 10]},
+    "micc-like": {"subjects": 2, "images_per_subject": 3, "blur_sigma_px": [1.0, 2.0], "noise_std": [5.0, 10.0],
+                  "light": {"ambient": [0.03, 0.1], "diffuse": [0.9, 1.2], "azimuth_deg": 90.0,
+                            "elevation_deg": [-45.0, 70.0], "tint": 0.25}},
+}}}
+
+
+def tiny(**changes):
+    cfg = copy.deepcopy(TINY)
+    cfg["synth"].update(changes)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model():
+    from disentangled_face.model import load_ict_facekit
+
+    return load_ict_facekit()
+
+
+@pytest.fixture(scope="module")
+def built(model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    paths = {name: synth.build_protocol(name, TINY, model=model, progress=False, path=d / f"{name}.h5")
+             for name in synth.PROTOCOLS}
+    return {name: synth.load_protocol(p) for name, p in paths.items()}
+
+
+def test_expressions_use_ict_blendshapes(model):
+    assert list(synth.EXPRESSIONS) == ["neutral", "happiness", "disgust", "fear", "anger", "surprise", "sadness"]
+    for name in synth.EXPRESSIONS:
+        v = synth.expression_vector(model, name)
+        assert v.shape == (model.n_exp,) and v.min() >= 0 and v.max() <= 1
+        assert (v > 0).sum() == len(synth.EXPRESSIONS[name])
+    happy = synth.expression_vector(model, "happiness", 0.5)
+    assert happy[model.exp_names.index("mouthSmile_L")] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown expression"):
+        synth.expression_vector(model, "boredom")
+
+
+def test_layout_of_every_protocol(built, model):
+    sizes = {"train": 20, "lfw-like": 60, "ytf-like": 160, "bu3dfe-like": 2 * (1 + 6 * 2 + 19), "micc-like": 6}
+    for name, s in built.items():
+        N = sizes[name]
+        assert len(s) == N and s.protocol == name and s.model_name == model.name
+        assert s.images.shape == (N, 112, 96, 3) and s.images[0].dtype == np.uint8
+        assert s.landmarks.shape == (N, 68, 2) and s.landmarks.dtype == np.float32
+        assert s.visible.shape == (N, 68) and s.visible.dtype == bool
+        assert s.label.dtype == np.int64 and s.alpha_id.shape == (N, model.n_id)
+        assert s.alpha_exp.shape == (N, model.n_exp)
+        assert s.scale.shape == (N,) and s.trans.shape == (N, 2)
+        # labels contiguous 0..K-1 within the protocol
+        np.testing.assert_array_equal(np.unique(s.label), np.arange(s.n_subjects))
+        # each subject has one alpha_id
+        for k in range(s.n_subjects):
+            assert np.unique(s.alpha_id[s.label == k], axis=0).shape[0] == 1
+        assert s.config["protocol"] == name
+        # images are not blank: the face covers part of the crop and differs from the background
+        assert np.asarray(s.images[:4]).std() > 10
+
+
+def test_landmarks_are_the_projected_landmark_vertices(built, model):
+    for name in ("train", "ytf-like", "bu3dfe-like"):
+        s = built[name]
+        idx = np.arange(0, len(s), 3)
+        lm3 = model.landmarks_of(s.shapes(model, idx))
+        uv = camera.project(lm3, s.rotations(idx), s.scale[idx], s.trans[idx])
+        np.testing.assert_allclose(s.landmarks_true[idx], uv, atol=2e-3)
+        np.testing.assert_array_equal(s.landmarks, s.landmarks_true)  # no detector noise configured
+
+
+def test_faces_are_centred_like_sphereface(built):
+    s = built["train"]
+    five = synth._five_points(s.landmarks_true.astype(np.float64))
+    centre = five.mean(1)
+    ref = synth.SPHEREFACE_REFERENCE.mean(0)
+    # centring plus N(0, 2 px) jitter
+    assert np.abs(centre - ref).max() < 8.0
+    assert np.abs(centre - ref).mean() < 3.0
+
+
+def test_pose_ranges(built):
+    s = built["train"]
+    assert np.abs(s.yaw).max() <= np.pi / 2 + 1e-6
+    assert np.abs(s.pitch).max() <= np.radians(25) + 1e-6
+    assert np.abs(s.roll).max() <= np.radians(20) + 1e-6
+
+
+def test_visibility_of_far_side_at_large_yaw(built, model):
+    s = built["bu3dfe-like"]
+    x = model.mean[model.landmarks][:, 0]
+    for i in np.flatnonzero(s.sweep):
+        yaw = np.degrees(s.yaw[i])
+        if yaw >= 80:
+            assert not s.visible[i][x > 25].any()
+        if yaw <= -80:
+            assert not s.visible[i][x < -25].any()
+        if abs(yaw) < 1:
+            assert s.visible[i].all()
+
+
+def test_identical_config_gives_identical_arrays(built, model, tmp_path):
+    a = built["micc-like"]  # exercises per-image blur and noise
+    p = synth.build_protocol("micc-like", TINY, model=model, progress=False, path=tmp_path / "m.h5")
+    b = synth.load_protocol(p)
+    for key in synth._REQUIRED[1:] + ("blur_sigma", "noise_std"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+    # another draw-call batch size: same parameters, images equal up to a grey level in a few pixels
+    p = synth.build_protocol("micc-like", tiny(batch=4), model=model, progress=False, path=tmp_path / "b.h5")
+    d = synth.load_protocol(p)
+    for key in ("landmarks", "label", "alpha_id", "alpha_exp", "yaw", "scale", "trans"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(d, key), err_msg=key)
+    diff = np.abs(np.asarray(a.images, np.int16) - np.asarray(d.images, np.int16))
+    assert (diff > 0).mean() < 0.01 and diff.max() <= 12  # noise and blur spread a one-level change
+    c = synth.load_protocol(synth.build_protocol("micc-like", tiny(seed=8), model=model, progress=False,
+                                                 path=tmp_path / "c.h5"))
+    assert not np.array_equal(a.alpha_id, c.alpha_id)
+    assert not np.array_equal(np.asarray(a.images), np.asarray(c.images))
+
+
+def test_worker_processes_give_the_same_data(built, model, tmp_path):
+    one = synth.load_protocol(synth.build_protocol("train", tiny(batch=4, workers=1), model=model,
+                                                   progress=False, path=tmp_path / "1.h5"))
+    two = synth.load_protocol(synth.build_protocol("train", tiny(batch=4, workers=2), model=model,
+                                                   progress=False, path=tmp_path / "2.h5"))
+    np.testing.assert_array_equal(np.asarray(two.images), np.asarray(one.images))
+    np.testing.assert_array_equal(two.visible, one.visible)
+    np.testing.assert_array_equal(two.landmarks, built["train"].landmarks)
+
+
+def test_identities_are_disjoint_between_train_and_tests(built):
+    train = built["train"]
+    train_codes = {row.tobytes() for row in train.alpha_id}
+    for name in synth.PROTOCOLS[1:]:
+        s = built[name]
+        assert not set(s.subject_id) & set(train.subject_id)
+        assert not {row.tobytes() for row in s.alpha_id} & train_codes
+    # subjects are reproducible from their global id alone
+    np.testing.assert_array_equal(train.alpha_id[0], synth.subject_codes(
+        _model_stub(train.alpha_id.shape[1]), 7, [int(train.subject_id[0])])[0])
+
+
+def _model_stub(k_id):
+    class M:
+        n_id = k_id
+    return M()
+
+
+def test_lfw_like_pairs(built):
+    s = built["lfw-like"]
+    assert s.pairs.shape == (10 * 5, 2) and s.same.dtype == bool
+    for f in range(10):
+        in_fold = s.fold == f
+        assert s.same[in_fold].sum() == 2 and (~s.same[in_fold]).sum() == 3
+    la, lb = s.label[s.pairs[:, 0]], s.label[s.pairs[:, 1]]
+    np.testing.assert_array_equal(la == lb, s.same)
+    assert np.all(s.pairs[:, 0] != s.pairs[:, 1])
+    # folds are subject-disjoint, as LFW View 2
+    subjects = [set(s.label[s.pairs[s.fold == f].ravel()]) for f in range(10)]
+    for i in range(10):
+        for j in range(i + 1, 10):
+            assert not subjects[i] & subjects[j]
+    recs = s.verification_pairs()
+    assert len(recs) == 50 and recs[0].kind == "image"
+
+
+def test_ytf_like_sequences_and_pairs(built):
+    s = built["ytf-like"]
+    n_seq = 10 * 2 * 2
+    assert s.sequence.max() + 1 == n_seq
+    for q in range(n_seq):
+        idx = s.sequence_indices(q)
+        assert len(idx) == 4 and len(set(s.label[idx])) == 1
+        # smooth trajectories: consecutive frames differ by a few degrees at most
+        assert np.abs(np.diff(s.yaw[idx])).max() < np.radians(5)
+    seq_label = np.array([s.label[s.sequence == q][0] for q in range(n_seq)])
+    np.testing.assert_array_equal(seq_label[s.pairs[:, 0]] == seq_label[s.pairs[:, 1]], s.same)
+    assert s.verification_pairs()[0].kind == "sequence"
+
+
+def test_ytf_like_frames_are_low_resolution(built):
+    """Rendered at 56 x 48 and upsampled: little energy above the low-res Nyquist frequency."""
+    def high_freq_ratio(img):
+        g = np.asarray(img, np.float64).mean(-1)
+        F = np.abs(np.fft.fft2(g - g.mean())) ** 2
+        fy, fx = np.meshgrid(np.fft.fftfreq(112), np.fft.fftfreq(96), indexing="ij")
+        return F[(np.abs(fy) > 0.25) | (np.abs(fx) > 0.25)].sum() / F.sum()
+
+    ytf = np.mean([high_freq_ratio(im) for im in built["ytf-like"].images[:8]])
+    train = np.mean([high_freq_ratio(im) for im in built["train"].images[:8]])
+    assert ytf < 0.5 * train
+
+
+def test_bu3dfe_like_expressions_and_sweep(built, model):
+    s = built["bu3dfe-like"]
+    expr = s.expression[~s.sweep]
+    assert set(expr) == set(synth.EXPRESSIONS)
+    for i in np.flatnonzero(~s.sweep):
+        np.testing.assert_allclose(s.alpha_exp[i], synth.expression_vector(model, s.expression[i], s.intensity[i]))
+        assert s.yaw[i] == 0
+    sweep = s.sweep & (s.label == 0)
+    np.testing.assert_allclose(np.degrees(s.yaw[sweep]), np.arange(-90, 91, 10), atol=1e-4)
+    assert np.all(s.alpha_exp[s.sweep] == 0)
+
+
+def test_micc_like_is_degraded(built):
+    s = built["micc-like"]
+    assert np.all((s.blur_sigma >= 1.0) & (s.blur_sigma <= 2.0))
+    assert np.all((s.noise_std >= 5.0) & (s.noise_std <= 10.0))
+
+
+def test_interrupted_build_leaves_no_file(model, tmp_path, monkeypatch):
+    real = synth._render_plan
+
+    def interrupted(*args, **kwargs):
+        for k, item in enumerate(real(*args, **kwargs)):
+            if k == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(synth, "_render_plan", interrupted)
+    target = tmp_path / "train.h5"
+    with pytest.raises(KeyboardInterrupt):
+        synth.build_protocol("train", tiny(batch=4), model=model, progress=False, path=target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_is_keyed_by_config(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path))
+    p1 = synth.build_protocol("micc-like", TINY, model=model, progress=False)
+    assert p1.parent == tmp_path / "synth" and p1.name.startswith("micc-like-") and p1.suffix == ".h5"
+    mtime = p1.stat().st_mtime_ns
+    assert synth.build_protocol("micc-like", TINY, model=model, progress=False) == p1
+    assert p1.stat().st_mtime_ns == mtime  # not rebuilt
+    assert synth.protocol_path("micc-like", tiny(workers=3), model) == p1  # worker count not hashed
+    assert synth.protocol_path("micc-like", tiny(seed=9), model) != p1
+    with h5py.File(p1) as h5:
+        assert h5.attrs["protocol"] == "micc-like" and "seed" in h5.attrs["config"]
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ValueError, match="unknown protocol"):
+        synth.protocol_config("casia", TINY)
+    bad = copy.deepcopy(TINY)
+    bad["synth"]["protocols"]["lfw-like"]["same_pairs_per_fold"] = 50
+    with pytest.raises(ValueError, match="same pairs per fold"):
+        synth.plan_protocol("lfw-like", synth.protocol_config("lfw-like", bad), _model_stub(3))
+    bad = copy.deepcopy(TINY)
+    del bad["synth"]["protocols"]["train"]["subjects"]
+    with pytest.raises(ValueError, match="lacks"):
+        synth.plan_protocol("train", synth.protocol_config("train", bad), _model_stub(3))
+
+
+def test_load_protocol_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        synth.load_protocol(tmp_path / "nope.h5")
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        h5["images"] = np.zeros((1, 112, 96, 3), np.uint8)
+    with pytest.raises(ValueError, match="missing datasets"):
+        synth.load_protocol(tmp_path / "x.h5")
+
+
+def test_book_profile_sizes_are_recorded():
+    for profile in ("book", "paper"):
+        cfg = synth.synth_config(profile)
+        for name in synth.PROTOCOLS:
+            assert synth.protocol_config(name, profile)["protocol"] == name
+    paper = synth.protocol_config("train", "paper")
+    assert (paper["subjects"], paper["images_per_subject"]) == (10575, 46)
+    lfw = synth.protocol_config("lfw-like", "paper")
+    assert (lfw["folds"], lfw["same_pairs_per_fold"], lfw["diff_pairs_per_fold"]) == (10, 300, 300)
+
+
+def test_landmark_noise(model):
+    B = 4
+    out = synth.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
+                             landmark_noise_px=2.0, rng=[1, 2, 3, 4])
+    d = out.landmarks - out.landmarks_true
+    assert 1.6 < d.std() < 2.4
+    again = synth.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
+                               landmark_noise_px=2.0, rng=[1, 2, 3, 4])
+    np.testing.assert_array_equal(out.landmarks, again.landmarks)
+
+
+def test_protocol_sizes_match_the_built_files(built):
+    for name, s in built.items():
+        sizes = synth.protocol_sizes(name, TINY)
+        assert (sizes["subjects"], sizes["images"]) == (s.n_subjects, len(s))
+        assert sizes["pairs"] == (0 if s.pairs is None else len(s.pairs))
+        if s.sequence is not None:
+            assert sizes["sequences"] == s.sequence.max() + 1
