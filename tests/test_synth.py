@@ -280,6 +280,7 @@ def test_load_protocol_errors(tmp_path):
 def test_book_profile_sizes_are_recorded():
     for profile in ("book", "paper"):
         cfg = synth.synth_config(profile)
+        assert set(cfg["protocols"]) == set(synth.PROTOCOLS)
         for name in synth.PROTOCOLS:
             assert synth.protocol_config(name, profile)["protocol"] == name
     paper = synth.protocol_config("train", "paper")
@@ -306,3 +307,13 @@ def test_protocol_sizes_match_the_built_files(built):
         assert sizes["pairs"] == (0 if s.pairs is None else len(s.pairs))
         if s.sequence is not None:
             assert sizes["sequences"] == s.sequence.max() + 1
+
+
+def test_ground_truth_scans(built, model):
+    s = built["bu3dfe-like"]
+    i = int(np.flatnonzero(s.expression == "surprise")[0])
+    (scan,) = s.scans(model, [i])
+    np.testing.assert_allclose(scan.vertices, model.shape(s.alpha_id[i], s.alpha_exp[i]), atol=1e-5)
+    np.testing.assert_array_equal(scan.landmarks, scan.vertices[model.landmarks])
+    assert (scan.expression, scan.intensity, scan.subject) == ("surprise", s.intensity[i], str(s.subject_id[i]))
+    assert scan.triangles.shape == model.triangles.shape

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -601,7 +601,9 @@ class FaceImageDataset(_TorchDataset):
     indices : sequence of int, optional
         A subset of the items (positions in the file / list).
     size : (H, W), optional
-        Resize real images to this size (default 112 x 96); synthetic ones already are.
+        Resize real images to this size (default 112 x 96); synthetic ones already are. Real
+        images are only resized here: align them first (SphereFace's five-point similarity
+        transform) when they are not crops of that kind.
 
     Raises
     ------

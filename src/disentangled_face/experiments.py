@@ -534,6 +534,13 @@ def _cmp(a: float, b: float, lower_is_better: bool) -> bool:
     return a < b if lower_is_better else a > b
 
 
+def _folds_won(vt: VerificationTable, a: str, b: str, key: str = "accuracy") -> str:
+    """"higher in k of K folds (equal in j)" for the per-fold ``key`` of methods a and b."""
+    x, y = vt.results[a].per_fold[key], vt.results[b].per_fold[key]
+    won, tied = int((x > y).sum()), int((x == y).sum())
+    return f"higher in {won} of {x.size} folds" + (f" (equal in {tied})" if tied else "")
+
+
 def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     """The paper's claims judged on computed results; every sentence is built from the numbers.
 
@@ -567,9 +574,10 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
         cols = [c for c in t.columns if c != "overall"]
         wins = int(sum(float(t.loc["Proposed", c]) < float(t.loc[rival, c]) for c in cols))
         ok = (wins == len(cols)) if every_group else (p < q)
+        rel = 100 * abs(p - q) / q
         out.append(Claim(text, ok, (
             f"Overall {METRIC_LABELS[metric]}: Proposed {p:.3g} {unit} against {rival} {q:.3g} {unit} "
-            f"({'lower' if ok else 'not lower'}; {100 * (q - p) / q:+.1f}% relative); Proposed is lower in "
+            f"({rel:.1f}% {'lower' if p < q else 'higher' if p > q else 'equal'}); Proposed is lower in "
             f"{wins} of {len(cols)} {r.group_name} groups.")))
 
     recon_claim("yaw", "Table 1: the proposed method reconstructs shapes more accurately than 3DMM-CNN "
@@ -610,9 +618,10 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
             m = vt.mean()
             p, q = m.loc["Proposed", "accuracy"], m.loc["3DMM-CNN-like", "accuracy"]
             pa, qa = m.loc["Proposed", "AUC"], m.loc["3DMM-CNN-like", "AUC"]
+            won = _folds_won(vt, "Proposed", "3DMM-CNN-like")
             out.append(Claim(text, bool(p > q), (
                 f"On {name}-like, Proposed c_id reaches {p:.2f}% accuracy (AUC {pa:.2f}%) against {q:.2f}% "
-                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes."), "recognition"))
+                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes; {won}."), "recognition"))
         text = f"Table 3 ({name}): fusing the proposed shape features with texture improves on texture alone."
         if vt is None or not {"texture", "texture + Proposed"} <= set(vt.results):
             out.append(Claim(text, None, f"The {name}-like texture fusion was not run.", "recognition"))
@@ -622,7 +631,7 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
             out.append(Claim(text, bool(p > q), (
                 f"On {name}-like, texture + Proposed reaches {p:.2f} ± {sd.loc['texture + Proposed', 'accuracy']:.2f}% "
                 f"accuracy against {q:.2f} ± {sd.loc['texture', 'accuracy']:.2f}% for texture alone "
-                f"({p - q:+.2f} points)."), "recognition"))
+                f"({p - q:+.2f} points; {_folds_won(vt, 'texture + Proposed', 'texture')})."), "recognition"))
 
     lb = results.get("bases")
     text = ("Fig. 9: joint training (Phase III) lets the identity bases capture shape the pre-trained "

@@ -295,26 +295,34 @@ def _box_ridge(H: torch.Tensor, g: torch.Tensor, x0: torch.Tensor, lo: float, hi
     # x - c*grad > hi, solve exactly on the rest; keep the best feasible point (monotone).
     best, qb = x, q(x)
     c = 1.0 / H.diagonal(dim1=1, dim2=2).clamp_min(1e-30)
-    cand, prev = x, None
-    for _ in range(15):
-        grad = (H @ cand[..., None])[..., 0] - g
-        z = cand - c * grad
+    cand = x.clone()
+    prev = torch.zeros(x.shape[0], 2 * x.shape[1], dtype=torch.bool)
+    idx = torch.arange(x.shape[0])                 # elements whose bound sets still change
+    for it in range(25):
+        Hs, gs, xs = H[idx], g[idx], cand[idx]
+        z = xs - c[idx] * ((Hs @ xs[..., None])[..., 0] - gs)
         at_lo, at_hi = z < lo, z > hi
         key = torch.cat([at_lo, at_hi], -1)
-        if prev is not None and bool((key == prev).all()):
+        moved = (key != prev[idx]).any(-1) if it else torch.ones(len(idx), dtype=torch.bool)
+        idx, Hs, gs, at_lo, at_hi, key = idx[moved], Hs[moved], gs[moved], at_lo[moved], at_hi[moved], key[moved]
+        if len(idx) == 0:
             break
-        prev = key
-        fixed = at_lo | at_hi
-        F = (~fixed).to(H.dtype)
-        xc = torch.where(at_lo, torch.full_like(cand, lo), torch.where(at_hi, torch.full_like(cand, hi), torch.zeros_like(cand)))
-        A = H * F[:, :, None] * F[:, None, :] + torch.diag_embed(1 - F)
-        rhs = F * (g - (H @ xc[..., None])[..., 0]) + (1 - F) * xc
-        cand = torch.linalg.solve(A, rhs)          # unclamped: the next sets come from it
-        feas = cand.clamp(lo, hi)
-        qc = q(feas)
-        better = qc < qb
-        best = torch.where(better[:, None], feas, best)
-        qb = torch.where(better, qc, qb)
+        prev[idx] = key
+        F = (~(at_lo | at_hi)).to(H.dtype)
+        xc = torch.where(at_lo, torch.full_like(F, lo), torch.where(at_hi, torch.full_like(F, hi), torch.zeros_like(F)))
+        A = Hs * F[:, :, None] * F[:, None, :] + torch.diag_embed(1 - F)
+        rhs = F * (gs - (Hs @ xc[..., None])[..., 0]) + (1 - F) * xc
+        Lc, info = torch.linalg.cholesky_ex(A)     # A is SPD (H is, plus identity rows)
+        if bool((info == 0).all()):
+            sol = torch.cholesky_solve(rhs[..., None], Lc)[..., 0]
+        else:
+            sol = torch.linalg.solve(A, rhs)
+        cand[idx] = sol                            # unclamped: the next bound sets come from it
+        feas = sol.clamp(lo, hi)
+        qc = 0.5 * (feas[:, None, :] @ Hs @ feas[..., None])[:, 0, 0] - (gs * feas).sum(-1)
+        better = qc < qb[idx]
+        best[idx[better]] = feas[better]
+        qb[idx[better]] = qc[better]
     return best
 
 
@@ -348,8 +356,10 @@ class _Fitter:
         self.mean = torch.as_tensor(mU, dtype=dtype)
         self.idb = torch.as_tensor(iU, dtype=dtype)   # (k_id, L, 3)
         self.exb = torch.as_tensor(eU, dtype=dtype)   # (k_exp, L, 3)
-        g64 = lambda a, b: torch.as_tensor(np.einsum("kld,jld->kj", a.astype(np.float64), b.astype(np.float64)), dtype=dtype)
-        self.Gi, self.Ge, self.Cei = g64(iU, iU), g64(eU, eU), g64(eU, iU)
+        # G4[d, e] = sum_l B[:, l, d]^T B[:, l, e]: A^T A = w^2 sum_de (R_2^T R_2)_de G4[d, e]
+        g4 = lambda a, b: torch.as_tensor(np.einsum("kld,jle->dekj", a.astype(np.float64), b.astype(np.float64))
+                                          .reshape(9, a.shape[0] * b.shape[0]), dtype=dtype)
+        self.Gi, self.Ge, self.Cei = g4(iU, iU), g4(eU, eU), g4(eU, iU)
         self.y = _flip(torch.as_tensor(y, dtype=dtype))
         self.subj = torch.as_tensor(subj, dtype=torch.long)
         self.S = n_subj
@@ -401,13 +411,25 @@ class _Fitter:
         b = (self.y - _project_up(X, st.R, st.f, st.t)) / self.s[:, None, None]
         return st.f / self.s, b @ st.R[:, :2, :]
 
-    def _normal(self, st: _State, basis, G, fixed_X):
-        """H (N,k,k) = A^T A and g (N,k) = A^T b of one linear block (current code excluded)."""
+    def _Q(self, st: _State) -> torch.Tensor:
+        """w^2 R_2^T R_2 per image, flattened (N, 9): the weights of the constant G4 blocks."""
+        w = st.f / self.s
+        R2 = st.R[:, :2, :]
+        return ((w * w)[:, None, None] * (R2.transpose(1, 2) @ R2)).reshape(-1, 9)
+
+    @staticmethod
+    def _combine(Q: torch.Tensor, G4: torch.Tensor, k1: int, k2: int) -> torch.Tensor:
+        return (Q @ G4).reshape(-1, k1, k2)
+
+    def _normal(self, st: _State, basis, G4, fixed_X, per_subject: bool = False):
+        """H = A^T A (N or S, k, k) and g = A^T b (N, k) of one linear block (its code excluded)."""
         w, c = self._lifted(st, fixed_X)
-        Wm = torch.einsum("nd,kld->nlk", st.R[:, 2, :], basis)
-        H = (w * w)[:, None, None] * (G - Wm.transpose(1, 2) @ Wm)
+        Q = self._Q(st)
+        if per_subject:
+            Q = self._sum_subj(Q)
+        k = basis.shape[0]
         g = w[:, None] * torch.einsum("nld,kld->nk", c, basis)
-        return H, g
+        return self._combine(Q, G4, k, k), g
 
     def exp_step(self, st: _State) -> _State:
         fixed = self.mean + self.id_part(st.a_id)
@@ -431,9 +453,9 @@ class _Fitter:
         return A.reshape(N, 2 * L, -1), b.reshape(N, 2 * L)
 
     def id_step(self, st: _State) -> _State:
-        H, g = self._normal(st, self.idb, self.Gi, self.mean + self.exp_part(st.a_exp))
+        H, g = self._normal(st, self.idb, self.Gi, self.mean + self.exp_part(st.a_exp), per_subject=True)
         k = H.shape[-1]
-        H = self._sum_subj(H) + self.lam_id * torch.eye(k, dtype=self.dtype)
+        H = H + self.lam_id * torch.eye(k, dtype=self.dtype)
         if self.lam_id == 0:  # keep solvable for subjects with too few constraints
             H = H + 1e-10 * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] * torch.eye(k, dtype=self.dtype)
         return _State(torch.linalg.solve(H, self._sum_subj(g)), st.a_exp, st.R, st.f, st.t)
@@ -463,19 +485,18 @@ class _Fitter:
         Jflat = Jpose.reshape(N, 2 * L, 6)
         liftJ = torch.einsum("nlej,ned->nldj", Jpose, R2)                               # (N,L,3,6)
         cr = r @ R2                                                                     # (N,L,3)
-        We = torch.einsum("nd,kld->nlk", st.R[:, 2, :], self.exb)
-        Wi = torch.einsum("nd,kld->nlk", st.R[:, 2, :], self.idb)
-        w2 = (w * w)[:, None, None]
         # blocks of J^T J (J_exp = -w P R B_exp, J_id = -w P R B_id)
         Upp = Jflat.transpose(1, 2) @ Jflat
         Upe = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, self.exb)
-        Uee = w2 * (self.Ge - We.transpose(1, 2) @ We) + self.lam_exp * torch.eye(We.shape[-1], dtype=dt)
+        Q = self._Q(st)
+        ke, kq = self.exb.shape[0], self.idb.shape[0]
+        Uee = self._combine(Q, self.Ge, ke, ke) + self.lam_exp * torch.eye(ke, dtype=dt)
         U = torch.cat([torch.cat([Upp, Upe], 2), torch.cat([Upe.transpose(1, 2), Uee], 2)], 1)
         Wpi = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, self.idb)
-        Wei = w2 * (self.Cei - We.transpose(1, 2) @ Wi)
+        Wei = self._combine(Q, self.Cei, ke, kq)
         W = torch.cat([Wpi, Wei], 1)                                                     # (N,kp,kq)
         kq = W.shape[-1]
-        V = self._sum_subj(w2 * (self.Gi - Wi.transpose(1, 2) @ Wi)) + self.lam_id * torch.eye(kq, dtype=dt)
+        V = self._combine(self._sum_subj(Q), self.Gi, kq, kq) + self.lam_id * torch.eye(kq, dtype=dt)
         bp = -torch.cat([Jflat.transpose(1, 2) @ r.reshape(N, 2 * L, 1),
                          (-w[:, None] * torch.einsum("nld,kld->nk", cr, self.exb) + self.lam_exp * st.a_exp)[..., None]], 1)[..., 0]
         bq = -(self._sum_subj(-w[:, None] * torch.einsum("nld,kld->nk", cr, self.idb)) + self.lam_id * st.a_id)
@@ -489,12 +510,21 @@ class _Fitter:
         mu_img = mu[self.subj][:, None]
         U = U + torch.diag_embed(mu_img * U.diagonal(dim1=1, dim2=2) + 1e-12)
         V = V + torch.diag_embed(mu[:, None] * V.diagonal(dim1=1, dim2=2) + 1e-12)
-        sol = torch.linalg.solve(U, torch.cat([W, bp[..., None]], -1))                  # (N, kp, kq + 1)
-        UiW, Uib = sol[..., :kq], sol[..., kq]
-        Sred = V - self._sum_subj(W.transpose(1, 2) @ UiW)
-        rhs = bq - self._sum_subj((W.transpose(1, 2) @ Uib[..., None])[..., 0])
-        dq = torch.linalg.solve(Sred, rhs)
-        dp = Uib - (UiW @ dq[self.subj][..., None])[..., 0]
+        Lc, info = torch.linalg.cholesky_ex(U)
+        if bool((info == 0).all()):   # Schur complement through the Cholesky factor of U
+            Y = torch.linalg.solve_triangular(Lc, torch.cat([W, bp[..., None]], -1), upper=False)
+            Yw, yb = Y[..., :kq], Y[..., kq:]
+            Sred = V - self._sum_subj(Yw.transpose(1, 2) @ Yw)
+            rhs = bq - self._sum_subj((Yw.transpose(1, 2) @ yb)[..., 0])
+            dq = torch.linalg.solve(Sred, rhs)
+            dp = torch.linalg.solve_triangular(Lc.transpose(1, 2), yb - Yw @ dq[self.subj][..., None], upper=True)[..., 0]
+        else:
+            sol = torch.linalg.solve(U, torch.cat([W, bp[..., None]], -1))              # (N, kp, kq + 1)
+            UiW, Uib = sol[..., :kq], sol[..., kq]
+            Sred = V - self._sum_subj(W.transpose(1, 2) @ UiW)
+            rhs = bq - self._sum_subj((W.transpose(1, 2) @ Uib[..., None])[..., 0])
+            dq = torch.linalg.solve(Sred, rhs)
+            dp = Uib - (UiW @ dq[self.subj][..., None])[..., 0]
         cand, E_new = None, None
         for step in (1.0, 0.5, 0.25):       # backtracking along the (clamped) step
             a_exp = st.a_exp + step * dp[:, 6:]
@@ -1137,4 +1167,47 @@ def load_targets(path: str | Path) -> dict[str, np.ndarray]:
     missing = [k for k in need if k not in out]
     if missing:
         raise ValueError(f"{path} lacks {missing}; expected the arrays {need}")
+    return out
+
+
+def shape_errors(model: MorphableModel, alpha_id: Any, alpha_exp: Any, true_alpha_id: Any,
+                 true_alpha_exp: Any, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Per-image errors of fitted shapes against ground truth, over the whole mesh (mm).
+
+    Parameters
+    ----------
+    model : MorphableModel
+    alpha_id, alpha_exp : ndarray (N, k_id), (N, k_exp)
+        Fitted codes per image.
+    true_alpha_id, true_alpha_exp : ndarray (N, k_id), (N, k_exp)
+        Ground-truth codes.
+    chunk : int
+        Images per batch (bounds memory: a batch holds 2 x chunk x n x 3 floats).
+
+    Returns
+    -------
+    dict of ndarray (N,)
+        ``shape_raw`` (full shape ``s``, no alignment), ``shape_aligned`` (after the similarity
+        transform fitted on the 68 landmark vertices), ``identity_aligned`` (neutral identity
+        shape ``s_mean + A_id alpha_id``, similarity-aligned), all RMSE over the n vertices, mm.
+
+    Raises
+    ------
+    ValueError
+        When the code arrays do not have N rows of the model's sizes.
+    """
+    arrs = [np.asarray(a, np.float32) for a in (alpha_id, alpha_exp, true_alpha_id, true_alpha_exp)]
+    N = arrs[0].shape[0]
+    for a, k, nm in zip(arrs, (model.n_id, model.n_exp) * 2, ("alpha_id", "alpha_exp", "true_alpha_id", "true_alpha_exp")):
+        if a.shape != (N, k):
+            raise ValueError(f"{nm} must have shape ({N}, {k}), got {a.shape}")
+    out = {k: np.zeros(N) for k in ("shape_raw", "shape_aligned", "identity_aligned")}
+    L = model.landmarks
+    for i in range(0, N, chunk):
+        sl = slice(i, i + chunk)
+        est, true = model.shape(arrs[0][sl], arrs[1][sl]), model.shape(arrs[2][sl], arrs[3][sl])
+        out["shape_raw"][sl] = shape_rmse(est, true)
+        out["shape_aligned"][sl] = shape_rmse(est, true, align_on=L)
+        out["identity_aligned"][sl] = shape_rmse(model.identity_shape(arrs[0][sl]),
+                                                 model.identity_shape(arrs[2][sl]), align_on=L)
     return out

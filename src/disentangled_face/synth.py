@@ -924,6 +924,7 @@ def _render_plan(model, plan: dict, cfg: dict, batch: int, workers: int, progres
 
     N = plan["subject"].size
     spans = [(s, min(N, s + batch)) for s in range(0, N, batch)]
+    workers = max(1, min(int(workers), os.cpu_count() or 1))
     bar = tqdm(total=N, desc=desc, unit="img", disable=not progress)
     try:
         if workers > 1 and len(spans) > 2 * workers:
@@ -1130,6 +1131,28 @@ class SynthSet:
             raise ValueError(f"{self.path} was generated with k_id={self.alpha_id.shape[1]}, "
                              f"k_exp={self.alpha_exp.shape[1]}; the model has {model.n_id}, {model.n_exp}")
         return model.shape(self.alpha_id[idx], self.alpha_exp[idx])
+
+    def scans(self, model, idx=None) -> list:
+        """Ground-truth 3D scans of images ``idx`` as :class:`disentangled_face.datasets.Scan3D`
+        records (the records real BU-3DFE / MICC loaders return): vertices
+        ``model.shape(alpha_id, alpha_exp)`` (mm, model frame, no pose), the model's triangles,
+        the 68 landmark vertices, the subject's global id, and the expression name and
+        intensity (``bu3dfe-like``; ``"neutral"``/0 when all weights are zero, ``"mixed"``
+        otherwise)."""
+        from .datasets import Scan3D
+
+        idx = self._idx(idx)
+        shapes = self.shapes(model, idx)
+        out = []
+        for k, i in enumerate(idx):
+            if self.expression is not None:
+                expr, inten = str(self.expression[i]), float(self.intensity[i])
+            else:
+                expr, inten = ("neutral", 0.0) if not np.any(self.alpha_exp[i]) else ("mixed", 1.0)
+            out.append(Scan3D(vertices=shapes[k], triangles=model.triangles, landmarks=model.landmarks_of(shapes[k]),
+                              subject=str(self.subject_id[i]), expression=expr, intensity=inten,
+                              source=f"{self.protocol}:{i}"))
+        return out
 
     def rotations(self, idx=None) -> np.ndarray:
         """Rotation matrices (len(idx), 3, 3) of ``camera.rotation_from_euler``."""

@@ -9,6 +9,8 @@ Phases (each trains a subset of :class:`~disentangled_face.nets.DisentangledFace
 * ``phase2``: the two decoders, separately: ``dec_id(c_id*)`` regresses the fitted identity
   deformation ``Delta s_Id = A_id alpha_id`` and ``dec_res(c_res*)`` the fitted expression part
   ``Delta s_Res = A_exp alpha_exp`` (both L_R in mm², summed); inputs are the target codes.
+  Trained by gradient descent (as the paper) or, with ``optimizer: lstsq``, solved exactly:
+  the decoders are linear and the loss quadratic, so its minimiser is a least-squares solution.
 * ``phase3``: everything end to end from the Phase I/II weights with
   ``L = lambda_r L_R + L_C`` (Eq. 5), ``lambda_r = 0.5`` until the epoch loss saturates
   (no relative improvement larger than ``plateau_min_delta`` for ``plateau_patience`` epochs,
@@ -702,7 +704,7 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
     if cfg["num_threads"] is not None and dev.type == "cpu":
         torch.set_num_threads(cfg["num_threads"])
     bar = tqdm(total=total_steps, initial=step, desc=tag, disable=not progress or rank != 0,
-               leave=False, dynamic_ncols=True)
+               leave=False, dynamic_ncols=True, mininterval=1.0)  # few display messages (notebooks)
     done = pstate["stage"] >= len(lam) or epoch >= max_epochs
     interrupted = False
     try:
@@ -745,7 +747,7 @@ def train_phase(phase: str, net: nn.Module, dataset: Dataset, train_cfg: dict, r
                             for m in metric_names:
                                 tb.add_scalar(f"{tag}/{m}", vals[m], step)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{vals['loss']:.4g}", epoch=epoch)
+                    bar.set_postfix(loss=f"{vals['loss']:.4g}", epoch=epoch, refresh=False)
                 if step % cfg["checkpoint_every"] == 0:
                     if csv_file is not None:
                         csv_file.flush()
@@ -1112,7 +1114,7 @@ def _split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(np.asarray(tr, np.int64)), np.sort(np.asarray(va, np.int64))
 
 
-def _load_targets(cfg: dict, sset, targets: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _load_targets(cfg: dict, sset, targets: str, progress: bool, model=None) -> tuple[np.ndarray, np.ndarray]:
     if targets == "ground_truth":
         return sset.alpha_id.astype(np.float32), sset.alpha_exp.astype(np.float32)
     try:
@@ -1120,13 +1122,17 @@ def _load_targets(cfg: dict, sset, targets: str, progress: bool) -> tuple[np.nda
     except ImportError as exc:
         raise ImportError("fitted targets need disentangled_face.fitting.build_targets/load_targets "
                           "(the multi-image 3DMM fit of Sec. 3.3.2)") from exc
-    t = load_targets(build_targets(cfg))
-    get = (lambda k: t[k]) if isinstance(t, dict) else (lambda k: getattr(t, k))
-    a_id, a_exp = np.asarray(get("alpha_id"), np.float32), np.asarray(get("alpha_exp"), np.float32)
-    lab = np.asarray(get("label"))
-    if len(a_id) != len(sset) or not np.array_equal(lab, sset.label):
+    t = load_targets(build_targets(cfg, model=model, progress=progress))
+    a_id, a_exp = np.asarray(t["alpha_id"], np.float32), np.asarray(t["alpha_exp"], np.float32)
+    lab = np.asarray(t["label"])
+    idx = np.asarray(t["index"]) if "index" in t else np.arange(len(a_id))
+    if len(a_id) != len(sset) or not np.array_equal(np.sort(idx), np.arange(len(sset))):
         raise ValueError(f"the fitted targets ({len(a_id)} images) do not match the train protocol "
                          f"({len(sset)} images): rebuild them with the same profile")
+    order = np.argsort(idx)  # rows in protocol order
+    a_id, a_exp, lab = a_id[order], a_exp[order], lab[order]
+    if not np.array_equal(lab, sset.label):
+        raise ValueError("the fitted targets' labels differ from the train protocol's: rebuild them")
     return a_id, a_exp
 
 
@@ -1160,7 +1166,7 @@ def training_data(profile: str | dict = "book", targets: str = "fitted", progres
     model = load_model_for_profile(cfg)
     path = synth.build_protocol("train", cfg, model=model, progress=progress)
     sset = synth.load_protocol(path)
-    a_fit, e_fit = _load_targets(cfg, sset, targets, progress)
+    a_fit, e_fit = _load_targets(cfg, sset, targets, progress, model)
     _, labels = np.unique(sset.label, return_inverse=True)
     tr, va = _split(labels, tcfg["val_fraction"], tcfg["seed"])
     H, W = ncfg["input_size"]

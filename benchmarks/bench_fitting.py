@@ -1,0 +1,150 @@
+"""Benchmark: our batched 3DMM fitter against eos (eos-py) on the same landmarks.
+
+Both fit the same ICT-FaceKit model (identity PCA + expression blendshapes) to the same
+synthetic 68-point landmarks (known ground truth, Gaussian noise) in single-image mode, and our
+fitter also in the paper's multi-image mode. Printed per method: throughput (images/s),
+landmark reprojection RMSE (px), full-shape RMSE against the truth after a similarity alignment
+on the 68 landmarks (mm), and the ratios to eos measured in the same run; then the projected time
+to fit CASIA-WebFace (488,848 images, 10,575 subjects) on 2 cores.
+
+    python benchmarks/bench_fitting.py [--subjects 50] [--images 20] [--n-id 100] [--n-exp 53]
+
+eos is single-threaded, so on 2 cores it runs as 2 processes (twice its measured throughput);
+ours runs with torch's 2 threads (``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from disentangled_face import fitting
+from disentangled_face.config import load_profile
+from disentangled_face.model import load_ict_facekit
+
+CASIA_IMAGES, CASIA_SUBJECTS = 488_848, 10_575
+
+
+def eos_model(model):
+    """An eos MorphableModel from our arrays (see /work/shared/notes/eos-py.md)."""
+    import eos
+
+    n = model.n_vertices
+    modes = model.id_basis.reshape(model.n_id, -1).astype(np.float64)          # (k, 3n), mm per unit
+    norms = np.linalg.norm(modes, axis=1)
+    basis = (modes / norms[:, None]).T.astype(np.float32)                      # orthonormal columns
+    shape = eos.morphablemodel.PcaModel(model.mean.reshape(-1).astype(np.float32), basis,
+                                        (norms ** 2).astype(np.float32), model.triangles.tolist())
+    blend = [eos.morphablemodel.Blendshape(nm, model.exp_basis[j].reshape(-1).astype(np.float32))
+             for j, nm in enumerate(model.exp_names)]
+    mm = eos.morphablemodel.MorphableModel(shape, blend, color_model=eos.morphablemodel.PcaModel(),
+                                           vertex_definitions=None, texture_coordinates=[])
+    d = Path(tempfile.mkdtemp())
+    (d / "map.txt").write_text("[landmark_mappings]\n" + "".join(f"{j + 1} = {int(v)}\n" for j, v in enumerate(model.landmarks)))
+    return mm, eos.core.LandmarkMapper(str(d / "map.txt")), n
+
+
+def eos_fit(mm, mapper, landmarks, width, height, n_id, n_exp, iters, lam_id, lam_exp):
+    """Fit every image with eos.fitting.fit_shape_and_pose; return codes and projected landmarks."""
+    import eos
+
+    a_id, a_exp, proj = [], [], []
+    for lm in landmarks:
+        pts = [eos.core.Landmark(str(j + 1), [float(u), float(v)]) for j, (u, v) in enumerate(lm)]
+        mesh, pose, sc, bc = eos.fitting.fit_shape_and_pose(
+            mm, pts, mapper, width, height, num_iterations=iters, num_shape_coefficients_to_fit=n_id,
+            lambda_identity=lam_id, num_expression_coefficients_to_fit=n_exp, lambda_expressions=lam_exp)
+        a_id.append(sc), a_exp.append(bc)
+        proj.append(pose)
+    return np.asarray(a_id), np.asarray(a_exp), proj
+
+
+def eos_project(model, a_id, a_exp, poses, width, height):
+    """Project the landmark vertices of eos's fitted shapes with its rendering parameters (OpenCV viewport)."""
+    X = model.landmarks_of(model.shape(a_id, a_exp)).astype(np.float64)        # (N, 68, 3)
+    out = np.empty(X.shape[:2] + (2,))
+    for i, p in enumerate(poses):
+        M = np.asarray(p.get_projection()) @ np.asarray(p.get_modelview())
+        h = np.c_[X[i], np.ones(len(X[i]))] @ M.T
+        ndc = h[:, :2] / h[:, 3:4]
+        out[i, :, 0] = (ndc[:, 0] + 1) * 0.5 * width
+        out[i, :, 1] = (1 - ndc[:, 1]) * 0.5 * height
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subjects", type=int, default=50)
+    ap.add_argument("--images", type=int, default=20, help="images per subject")
+    ap.add_argument("--eos-images", type=int, default=300, help="images fitted by eos (it is slower)")
+    ap.add_argument("--n-id", type=int, default=100)
+    ap.add_argument("--n-exp", type=int, default=53)
+    ap.add_argument("--noise", type=float, default=1.0, help="landmark noise, px per coordinate")
+    ap.add_argument("--eos-iterations", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", default="book")
+    a = ap.parse_args(argv)
+
+    model = load_ict_facekit().subset(a.n_id, a.n_exp)
+    H, W = 112, 96
+    syn = fitting.simulate_landmarks(model, a.subjects, a.images, noise_px=a.noise, image_size=(H, W), seed=0)
+    N = len(syn.label)
+    true_exp = syn.alpha_exp
+    opts = {**fitting.fit_options(a.profile), "threads": a.threads, "dtype": "float32"}
+    rows = {}
+
+    def record(name, secs, n, a_id, a_exp, proj, sel):
+        rep = np.sqrt(((proj - syn.landmarks[sel]) ** 2).sum(-1).mean(-1)).mean()
+        err = fitting.shape_errors(model, a_id, a_exp, syn.alpha_id[syn.label[sel]], true_exp[sel])["shape_aligned"].mean()
+        rows[name] = dict(images_per_s=n / secs, reproj_px=rep, shape_mm=err, secs=secs, n=n)
+
+    # ours: single-image mode (every image on its own) and the paper's multi-image mode
+    fitting.fit_subjects(model, syn.landmarks[:64], None, **opts)               # warm-up
+    for name, labels in (("ours, single-image", None), ("ours, multi-image", syn.label)):
+        t0 = time.perf_counter()
+        fit = fitting.fit_subjects(model, syn.landmarks, labels, **opts)
+        dt = time.perf_counter() - t0
+        record(name, dt, N, fit.alpha_id, fit.alpha_exp, fit_project(model, fit), slice(None))
+
+    # eos: single-image fits, one thread, on the first eos_images images
+    mm, mapper, _ = eos_model(model)
+    sel = np.arange(min(a.eos_images, N))
+    lam = opts["lambda_id"]
+    eos_fit(mm, mapper, syn.landmarks[:3], W, H, a.n_id, a.n_exp, a.eos_iterations, 30.0, 30.0)  # warm-up
+    t0 = time.perf_counter()
+    e_id, e_exp, poses = eos_fit(mm, mapper, syn.landmarks[sel], W, H, a.n_id, a.n_exp, a.eos_iterations, 30.0, 30.0)
+    dt = time.perf_counter() - t0
+    record("eos 1.5 (1 thread)", dt, len(sel), e_id / np.linalg.norm(model.id_basis.reshape(model.n_id, -1), axis=1) *
+           np.linalg.norm(model.id_basis.reshape(model.n_id, -1), axis=1), e_exp,
+           eos_project(model, e_id, e_exp, poses, W, H), sel)
+    del lam
+
+    eos_row = rows["eos 1.5 (1 thread)"]
+    print(f"\nICT-FaceKit {a.n_id} identity + {a.n_exp} expression modes, {model.n_vertices} vertices; "
+          f"{N} images of {a.subjects} subjects ({a.images} each), {a.noise} px landmark noise, {W}x{H} px")
+    print(f"ours: profile '{a.profile}' options, float32, {a.threads} threads; eos: fit_shape_and_pose, "
+          f"{a.eos_iterations} iterations, lambda 30 (its default), {len(sel)} images\n")
+    print(f"{'method':24s} {'images/s':>10s} {'x eos':>7s} {'reproj px':>10s} {'shape mm':>9s}")
+    for name, r in rows.items():
+        print(f"{name:24s} {r['images_per_s']:10.1f} {r['images_per_s'] / eos_row['images_per_s']:7.1f} "
+              f"{r['reproj_px']:10.3f} {r['shape_mm']:9.3f}")
+    ours = rows["ours, multi-image"]
+    eos2 = 2 * eos_row["images_per_s"]           # two single-threaded processes on 2 cores
+    print(f"\nCASIA-WebFace ({CASIA_IMAGES:,} images of {CASIA_SUBJECTS:,} subjects) on 2 cores: "
+          f"ours multi-image {CASIA_IMAGES / ours['images_per_s'] / 3600:.2f} h, eos (2 processes) "
+          f"{CASIA_IMAGES / eos2 / 3600:.2f} h; ratio {ours['images_per_s'] / eos2:.1f}x")
+    return rows
+
+
+def fit_project(model, fit):
+    from disentangled_face import camera
+
+    return camera.project(model.landmarks_of(fit.shapes(model)).astype(np.float64), fit.R, fit.f, fit.t)
+
+
+if __name__ == "__main__":
+    main()
