@@ -1,4 +1,4 @@
-"""Two-process DistributedDataParallel (gloo, CPU) gives the single-process result.
+"""Two-process DistributedDataParallel (gloo, CPU), interrupted and resumed, gives the single-process result.
 
 With a global batch B split as B/2 per process, the DistributedSampler shards of one step are
 exactly the single-process batch of that step, and DDP averages the gradients: the parameters
@@ -6,6 +6,7 @@ after training match (up to float summation order).
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,7 +33,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         net = toy_net(m, ds, seed=rank)  # different starting weights: DDP broadcasts rank 0's
         if rank == 0:  # rank 0's weights are what a single process starts from (seed 0)
             net = toy_net(m, ds, seed=0)
-        T.train_phase("phase3", net, ds, CFG, out_dir, model=m, chash="ddp", progress=False)
+        # interrupted after 5 steps (a state checkpoint at step 5), then resumed to the end
+        T.train_phase("phase3", net, ds, CFG, out_dir, model=m, chash="ddp", progress=False, max_steps=5)
+        if rank == 0:
+            shutil.copy(os.path.join(out_dir, "phase3.state.pt"), os.path.join(out_dir, "interrupted.pt"))
+        dist.barrier()
+        T.train_phase("phase3", net, ds, CFG, out_dir, model=m, chash="ddp", progress=False, resume=True)
         torch.save(net.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -64,5 +70,6 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert h.step.tolist() == r1.history.step.tolist()
     assert e_ddp.switch.tolist() == e_single.switch.tolist()
     assert e_ddp.loss.to_numpy() == pytest.approx(e_single.loss.to_numpy(), rel=1e-4)
-    ck = torch.load(ddp_dir / "phase3.state.pt", weights_only=True)
-    assert ck["world_size"] == 2 and len(ck["ranks"]) == 2
+    ck = torch.load(ddp_dir / "interrupted.pt", weights_only=True)
+    assert ck["world_size"] == 2 and len(ck["ranks"]) == 2 and ck["step"] == 5
+    assert not (ddp_dir / "phase3.state.pt").exists()  # removed once the phase completed

@@ -252,3 +252,37 @@ def test_bad_options_raise(ict):
         fitting.fit_shape_and_pose(ict, good, lambda_id=-1.0)
     with pytest.raises(ValueError, match="dtype"):
         fitting.fit_shape_and_pose(ict, good, dtype="float16")
+
+
+# ------------------------------------------------------------------ training targets
+def test_build_targets_small_protocol(ict, tmp_path, monkeypatch):
+    import copy
+    import os
+
+    from disentangled_face import synth
+    from disentangled_face.config import load_profile
+
+    monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path))
+    cfg = copy.deepcopy(load_profile("book"))
+    cfg["synth"]["protocols"]["train"].update(subjects=3, images_per_subject=4)
+    cfg["fitting"]["chunk"] = 2
+    path = fitting.build_targets(cfg, ict)
+    assert path.parent == tmp_path / "targets" and path.name.startswith("train-")
+    assert not list(path.parent.glob(".*.part"))             # written atomically, nothing left over
+    T = fitting.load_targets(path)
+    ds = synth.load_protocol(synth.build_protocol("train", cfg, model=ict, progress=False))
+    np.testing.assert_array_equal(T["label"], ds.label)
+    np.testing.assert_array_equal(T["index"], np.arange(12))
+    assert T["alpha_id"].shape == (12, ict.n_id) and T["alpha_exp"].shape == (12, ict.n_exp)
+    assert T["R"].shape == (12, 3, 3) and T["f"].shape == (12,) and T["t"].shape == (12, 2)
+    for c in np.unique(ds.label):                             # one shared identity per subject
+        assert np.ptp(T["alpha_id"][ds.label == c], axis=0).max() == 0
+    # the targets are far closer to the true shapes than the mean face is (aligned, whole mesh)
+    e = fitting.shape_errors(ict, T["alpha_id"], T["alpha_exp"], ds.alpha_id, ds.alpha_exp)
+    e0 = fitting.shape_errors(ict, 0 * T["alpha_id"], 0 * T["alpha_exp"], ds.alpha_id, ds.alpha_exp)
+    assert e["shape_aligned"].mean() < 0.6 * e0["shape_aligned"].mean()
+    # cached: a second call returns the same file without refitting
+    mtime = os.path.getmtime(path)
+    assert fitting.build_targets(cfg, ict) == path and os.path.getmtime(path) == mtime
+    with pytest.raises(FileNotFoundError, match="build_targets"):
+        fitting.load_targets(tmp_path / "missing.npz")

@@ -114,3 +114,20 @@ def test_detection_then_fit_on_the_photograph(dlib_det, astronaut):
     # a near-frontal portrait: small yaw, and the model explains dlib's points to a few pixels
     assert abs(np.degrees(fit.yaw[0])) < 30
     assert fit.rmse_px[0] < 0.05 * (d.box[2] - d.box[0])
+
+
+def test_fit_images_discards_images_without_a_face(dlib_det, astronaut):
+    from disentangled_face import fitting
+    from disentangled_face.model import load_ict_facekit
+
+    m = load_ict_facekit()
+    blank = np.full((200, 200, 3), 90, np.uint8)
+    with pytest.warns(UserWarning, match="no face found in 1 of 3"):
+        fit = fitting.fit_images(m, [astronaut, blank, astronaut[:, ::-1]], detector=dlib_det, threads=1)
+    assert fit.discarded == [1] and fit.kept == [0, 2] and fit.R.shape == (2, 3, 3)
+    # the mirrored photo turns the head the other way
+    assert np.sign(fit.yaw[0]) != np.sign(fit.yaw[1]) or abs(fit.yaw[0]) < np.radians(2)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable image"):
+        fitting.fit_images(m, [blank, blank], detector=dlib_det)
+    with pytest.raises(ValueError, match="at least one"):
+        fitting.fit_images(m, [], detector=dlib_det)

@@ -265,3 +265,22 @@ def test_pipeline_end_to_end_and_cache(tmp_path, monkeypatch):
     fig = T.sweep_figure(sw)
     assert len(fig.layout.sliders[0].steps) == 2
     assert len(T.history_figure(out).data) >= 4
+
+
+def test_run_lock_serialises_processes(tmp_path):
+    """A second trainer of the same run folder waits for the first (fcntl.flock)."""
+    import threading
+    import time
+
+    order = []
+    with T._RunLock(tmp_path):
+        def other():
+            with T._RunLock(tmp_path):
+                order.append("second")
+
+        th = threading.Thread(target=other)
+        th.start()
+        time.sleep(0.3)
+        order.append("first done")
+    th.join(5)
+    assert order == ["first done", "second"]

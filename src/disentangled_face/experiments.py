@@ -465,11 +465,12 @@ def learned_bases(bases_before: tuple[np.ndarray, np.ndarray], bases_after: tupl
                "mean column norm, Phase III (mm)": n1.mean(), "mean cosine Phase II vs III": cos.mean(),
                "relative change ||W3-W2||/||W2||": np.linalg.norm(f1 - f0) / max(np.linalg.norm(f0), 1e-12)}
         if model is not None:
-            A = model.A_id if part == "identity" else model.A_exp
-            Q, _ = np.linalg.qr(A.astype(np.float64))
+            A = (model.A_id if part == "identity" else model.A_exp).astype(np.float64)  # (3n, k)
+            G = A.T @ A  # the projection onto span(A) is A G^-1 A^T; ||proj f||^2 = (f A) G^-1 (f A)^T
             for tag, f in (("Phase II", f0), ("Phase III", f1)):
-                proj = (f @ Q) @ Q.T
-                row[f"energy in 3DMM subspace, {tag}"] = float((proj**2).sum() / max((f**2).sum(), 1e-12))
+                fa = f @ A
+                inside = float((fa * np.linalg.solve(G, fa.T).T).sum())
+                row[f"energy in 3DMM subspace, {tag}"] = inside / max(float((f**2).sum()), 1e-12)
         rows.append(row)
         mags[(part, "Phase II")] = np.linalg.norm(b0, axis=2)
         mags[(part, "Phase III")] = np.linalg.norm(b1, axis=2)
@@ -534,15 +535,30 @@ def _cmp(a: float, b: float, lower_is_better: bool) -> bool:
     return a < b if lower_is_better else a > b
 
 
-def _folds_won(vt: VerificationTable, a: str, b: str, key: str = "accuracy") -> str:
-    """"higher in k of K folds (equal in j)" for the per-fold ``key`` of methods a and b."""
+def _fold_signs(vt: VerificationTable, a: str, b: str, key: str = "accuracy") -> tuple[int, int, int]:
+    """Folds where method a's per-fold ``key`` is higher, equal, lower than method b's."""
     x, y = vt.results[a].per_fold[key], vt.results[b].per_fold[key]
-    won, tied = int((x > y).sum()), int((x == y).sum())
-    return f"higher in {won} of {x.size} folds" + (f" (equal in {tied})" if tied else "")
+    return int((x > y).sum()), int((x == y).sum()), int((x < y).sum())
+
+
+def _folds_text(signs: tuple[int, int, int]) -> str:
+    won, tied, lost = signs
+    return f"higher in {won}, equal in {tied}, lower in {lost} of {won + tied + lost} folds"
+
+
+#: Fig. 9 claim: the least rise of the identity decoder's energy share outside the 3DMM span
+#: (a fraction) that counts as "capturing shape the 3DMM does not".
+BASES_MIN_OUTSIDE = 1e-3
 
 
 def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     """The paper's claims judged on computed results; every sentence is built from the numbers.
+
+    Verdict rules: a reconstruction claim holds when the proposed method's overall mean error
+    is lower (for Fig. 6, lower in every expression); a recognition claim when the mean
+    accuracy is higher *and* more folds are won than lost (a paired sign criterion); the Fig. 9
+    claim when the identity decoder's energy outside the 3DMM span rises by at least
+    :data:`BASES_MIN_OUTSIDE`; the speed claim when the proposed network is faster.
 
     Parameters
     ----------
@@ -618,20 +634,21 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
             m = vt.mean()
             p, q = m.loc["Proposed", "accuracy"], m.loc["3DMM-CNN-like", "accuracy"]
             pa, qa = m.loc["Proposed", "AUC"], m.loc["3DMM-CNN-like", "AUC"]
-            won = _folds_won(vt, "Proposed", "3DMM-CNN-like")
-            out.append(Claim(text, bool(p > q), (
+            sg = _fold_signs(vt, "Proposed", "3DMM-CNN-like")
+            out.append(Claim(text, bool(p > q and sg[0] > sg[2]), (
                 f"On {name}-like, Proposed c_id reaches {p:.2f}% accuracy (AUC {pa:.2f}%) against {q:.2f}% "
-                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes; {won}."), "recognition"))
+                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes; accuracy {_folds_text(sg)}."), "recognition"))
         text = f"Table 3 ({name}): fusing the proposed shape features with texture improves on texture alone."
         if vt is None or not {"texture", "texture + Proposed"} <= set(vt.results):
             out.append(Claim(text, None, f"The {name}-like texture fusion was not run.", "recognition"))
         else:
             m, sd = vt.mean(), vt.std()
             p, q = m.loc["texture + Proposed", "accuracy"], m.loc["texture", "accuracy"]
-            out.append(Claim(text, bool(p > q), (
+            sg = _fold_signs(vt, "texture + Proposed", "texture")
+            out.append(Claim(text, bool(p > q and sg[0] > sg[2]), (
                 f"On {name}-like, texture + Proposed reaches {p:.2f} ± {sd.loc['texture + Proposed', 'accuracy']:.2f}% "
                 f"accuracy against {q:.2f} ± {sd.loc['texture', 'accuracy']:.2f}% for texture alone "
-                f"({p - q:+.2f} points; {_folds_won(vt, 'texture + Proposed', 'texture')})."), "recognition"))
+                f"({p - q:+.2f} points; {_folds_text(sg)})."), "recognition"))
 
     lb = results.get("bases")
     text = ("Fig. 9: joint training (Phase III) lets the identity bases capture shape the pre-trained "
@@ -642,10 +659,11 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     else:
         r = lb["table"].loc["identity"]
         e2, e3 = float(r[col2]), float(r[col3])
-        ok = e3 < e2 - 1e-3
+        ok = e3 < e2 - BASES_MIN_OUTSIDE
         out.append(Claim(text, ok, (
             f"The share of the identity decoder's energy outside the 3DMM identity subspace goes from "
-            f"{100 * (1 - e2):.2f}% after Phase II to {100 * (1 - e3):.2f}% after Phase III; the decoder changed by "
+            f"{max(0.0, 100 * (1 - e2)):.3f}% after Phase II to {max(0.0, 100 * (1 - e3)):.3f}% after Phase III "
+            f"(judged supported from a rise of {100 * BASES_MIN_OUTSIDE:g}% on); the decoder changed by "
             f"{100 * float(r['relative change ||W3-W2||/||W2||']):.1f}% of its norm."), "bases"))
 
     sp = results.get("speed")
@@ -1022,7 +1040,8 @@ def run_speed(profile, gpu: bool | None = None) -> pd.DataFrame:
             t["batch"] = bs
             frames.append(t)
     df = pd.concat(frames)
-    df["threads"] = torch.get_num_threads()
+    df["CPU threads"] = torch.get_num_threads()
+    df.loc[df.index == "3DMM fitting", "CPU threads"] = int(fc.get("threads") or torch.get_num_threads())
     out = df.reset_index().set_index(["method", "device", "batch"])
     with atomic_path(cache_dir(cfg) / "speed.csv", suffix=".csv") as tmp:
         out.to_csv(tmp)

@@ -3,12 +3,15 @@
 Policy: a number appears here only when it has been transcribed from the paper (CVPR 2018
 open-access version, pp. 5216-5225) and checked against it. A value that has not been checked
 is ``None`` and is shown as "not transcribed" in the book; a wrong "paper number" would be worse
-than a missing one. The layouts (which methods, which columns, units) are recorded so that the
-chapters can show our results in the paper's arrangement and a reader can fill in the values
-from the PDF by editing ``VALUES`` below (key: ``(row, column)``).
+than a missing one. Each :class:`PaperTable` records a layout (methods, columns, units) so the
+chapters can show a paper column beside ours, and a reader can fill in values from the PDF by
+adding ``values={(row, column): number}`` to its entry in :data:`TABLES`.
 
-At the time of writing no value has been transcribed: the book shows the layouts with "not
-transcribed" cells, and every claim in chapter 11 is judged on our own runs only.
+The layouts follow *this book's* experiments (its methods, plus the paper's VRN and 3DSR
+baselines, and its yaw sweep and expression names); they have not been checked against the
+paper's exact row and column sets either, and a transcriber should adapt them to the PDF. At
+the time of writing no value has been transcribed: the book shows "not transcribed" cells,
+and every claim in chapter 11 is judged on our own runs only.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -1038,6 +1038,33 @@ def evaluate(model: nn.Module, dataset: Dataset, morphable=None, batch_size: int
 
 
 # =============================================================================== pipeline
+class _RunLock:
+    """An exclusive lock on a run folder (``fcntl.flock`` on ``<run_dir>/.lock``), so two processes
+    (two notebooks, a notebook and a test) never train into the same folder at once: the second
+    waits, then finds the first one's checkpoints and loads them."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path, self.enabled, self.fh = Path(run_dir) / ".lock", enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.path, "a")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+        return False
+
+
 @dataclass
 class TrainingData:
     """The ``train`` population split for training (Sec. 3.3): what :func:`training_data` returns.
@@ -1282,8 +1309,6 @@ def train_pipeline(profile: str | dict = "book", progress: bool = True, phases: 
     ValueError
         On an unknown phase or a missing prerequisite; ConfigError on an invalid profile.
     """
-    import pandas as pd
-
     cfg = load_profile(profile) if not isinstance(profile, dict) else profile
     bad = set(phases) - set(PHASES)
     if bad:
@@ -1293,6 +1318,23 @@ def train_pipeline(profile: str | dict = "book", progress: bool = True, phases: 
     chash = config_hash(run_config(cfg, targets))
     run_dir = data_dir("runs", chash)
     ckpts = {p: run_dir / f"{p}.pt" for p in PHASES}
+    # one process at a time per run folder (under torchrun only rank 0 takes the lock; the
+    # other ranks follow it through the process group)
+    with _RunLock(run_dir, enabled=rank == 0 and not dist.is_initialized()):
+        _train_missing(cfg, phases, ckpts, run_dir, chash, tcfg, ncfg, rank, targets, data, progress,
+                       resume, device)
+    hist, eps, info, have = {}, {}, {}, {}
+    for p in PHASES:
+        if ckpts[p].is_file():
+            have[p] = ckpts[p]
+            hist[p] = _read_csv(run_dir / f"{p}.csv")
+            eps[p] = _read_csv(run_dir / f"{p}_epochs.csv")
+            info[p] = dict(load_checkpoint(ckpts[p])["info"])
+    return TrainedModels(run_dir, chash, have, hist, eps, info, targets)
+
+
+def _train_missing(cfg, phases, ckpts, run_dir, chash, tcfg, ncfg, rank, targets, data, progress,
+                   resume, device) -> None:
     todo = [p for p in PHASES if p in phases and not ckpts[p].is_file()]
     if todo and data is None:
         if dist.is_initialized() and rank != 0:
@@ -1300,7 +1342,7 @@ def train_pipeline(profile: str | dict = "book", progress: bool = True, phases: 
         data = training_data(cfg, targets=targets, progress=progress and rank == 0)
         if dist.is_initialized() and rank == 0:
             dist.barrier()
-    for phase in [p for p in PHASES if p in todo]:
+    for phase in todo:
         seed_everything(tcfg["seed"])
         if phase == "phase1":
             scaler = fit_code_scaler(data.train, ncfg["code_margin"])
@@ -1314,14 +1356,6 @@ def train_pipeline(profile: str | dict = "book", progress: bool = True, phases: 
             net = load_model(ckpts[prev], expect_hash=chash).train()
         train_phase(phase, net, data.train, tcfg, run_dir, model=data.model, chash=chash, resume=resume,
                     progress=progress, device=device)
-    hist, eps, info, have = {}, {}, {}, {}
-    for p in PHASES:
-        if ckpts[p].is_file():
-            have[p] = ckpts[p]
-            hist[p] = _read_csv(run_dir / f"{p}.csv")
-            eps[p] = _read_csv(run_dir / f"{p}_epochs.csv")
-            info[p] = dict(load_checkpoint(ckpts[p])["info"])
-    return TrainedModels(run_dir, chash, have, hist, eps, info, targets)
 
 
 def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = 64):
@@ -1380,8 +1414,6 @@ def lambda_sweep(profile: str | dict = "book", trained: TrainedModels | None = N
         the ground-truth shapes), ``acc`` (top-1 over the training subjects on held-out images),
         ``final_loss`` (last epoch's training loss) and ``checkpoint`` (path of that network).
     """
-    import pandas as pd
-
     cfg = load_profile(profile) if not isinstance(profile, dict) else profile
     tcfg = validate_train_config(cfg["train"])
     sw = dict(tcfg["sweep"])
@@ -1394,6 +1426,13 @@ def lambda_sweep(profile: str | dict = "book", trained: TrainedModels | None = N
     if "phase2" not in trained.checkpoints:
         raise ValueError("the sweep starts from phase2, which has not been trained")
     sdir = trained.run_dir / "sweep" / config_hash(sw)
+    with _RunLock(sdir):
+        return _sweep_missing(cfg, tcfg, sw, sdir, trained, data, targets, progress)
+
+
+def _sweep_missing(cfg, tcfg, sw, sdir, trained, data, targets, progress):
+    import pandas as pd
+
     table = sdir / "results.csv"
     done = _read_csv(table)
     rows = [] if done.empty else done.to_dict("records")
@@ -1482,9 +1521,10 @@ def history_figure(trained: TrainedModels, smooth: int = 5):
         if p == "phase3" and trained.info.get("phase3", {}).get("switch_step", -1) > 0:
             s = trained.info["phase3"]["switch_step"]
             fig.add_vline(x=s, line_dash="dash", line_color="grey", row=1, col=j)
-            fig.add_annotation(x=s, y=1, yref=f"y{j} domain" if j > 1 else "y domain", showarrow=False,
+            fig.add_annotation(x=s, y=1, xref="x" if j == 1 else f"x{j}",
+                               yref="y domain" if j == 1 else f"y{j} domain", showarrow=False,
                                text=f"λ_R → 1.0 ({trained.info['phase3'].get('switch_reason', '')})",
-                               xanchor="left", yanchor="top", row=1, col=j)
+                               xanchor="left", yanchor="top")
         fig.update_xaxes(title_text="step", row=1, col=j)
     fig.update_yaxes(type="log")
     fig.update_layout(height=380, title="training losses per phase (log scale)", legend=dict(orientation="h", y=-0.25))
