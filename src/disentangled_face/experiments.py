@@ -364,11 +364,14 @@ def roc_figure(table: VerificationTable, title: str = "", log_far: bool = True):
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    positive = [r.roc_far[r.roc_far > 0].min() for r in table.results.values() if (r.roc_far > 0).any()]
+    floor = 0.5 * min(positive) if positive else 1e-3  # FAR = 0 drawn at half the smallest FAR reached
     for name, r in table.results.items():
-        far = np.maximum(r.roc_far, 1e-4) if log_far else r.roc_far
+        far = np.maximum(r.roc_far, floor) if log_far else r.roc_far
         fig.add_trace(go.Scatter(x=far, y=r.roc_tar, mode="lines", name=name))
-    fig.update_layout(title=title or f"ROC, {table.protocol}", xaxis_title="FAR", yaxis_title="TAR",
-                      xaxis_type="log" if log_far else "linear", height=420,
+    xaxis = dict(type="log", range=[np.log10(floor), 0]) if log_far else dict(type="linear", range=[0, 1])
+    fig.update_layout(title=title or f"ROC, {table.protocol}", xaxis_title="FAR" + (" (log; FAR 0 at the left edge)"
+                      if log_far else ""), yaxis_title="TAR", xaxis=xaxis, height=420,
                       margin=dict(l=50, r=10, t=50, b=40), yaxis_range=[0, 1.02])
     return fig
 
