@@ -112,7 +112,7 @@ def test_missing_driver_error_names_what_to_install(monkeypatch):
 
     monkeypatch.setattr(moderngl, "create_standalone_context", fail)
     with pytest.raises(render.RendererUnavailableError, match="libegl1.*libgl1-mesa-dri"):
-        render.create_context()
+        render.create_context(shared=False)
 
 
 def test_vertex_normals_plane_and_sphere():

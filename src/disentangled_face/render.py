@@ -147,8 +147,16 @@ def _program(ctx, variant: str):
     return ctx.program(vertex_shader=src[0], fragment_shader=src[1])
 
 
-def create_context():
+_SHARED_CONTEXT = None
+
+
+def create_context(shared: bool = True):
     """A standalone headless OpenGL context through EGL (moderngl).
+
+    By default every caller in a process gets the same context: moderngl draws into whichever
+    standalone context was created last, so a second context would silently take the draw
+    calls of renderers made on the first (seen as wrong depth buffers). ``shared=False``
+    creates a new one.
 
     Raises
     ------
@@ -161,6 +169,8 @@ def create_context():
     except ImportError as exc:  # pragma: no cover - moderngl is a requirement
         raise RendererUnavailableError(f"moderngl is not installed. {_INSTALL_HINT}") from exc
     try:
+        if shared and _SHARED_CONTEXT is not None:
+            return _SHARED_CONTEXT
         ctx = moderngl.create_standalone_context(backend="egl")
     except Exception as exc:  # the error types differ between moderngl/glcontext versions
         raise RendererUnavailableError(
@@ -171,6 +181,8 @@ def create_context():
             f"the OpenGL driver offers version {ctx.version_code}, the renderer needs 4.3 "
             f"(shader storage buffers). {_INSTALL_HINT}"
         )
+    if shared:
+        globals()["_SHARED_CONTEXT"] = ctx
     return ctx
 
 
