@@ -36,8 +36,9 @@ def main() -> int:
         mb = len(text) / 1e6
         scenes = 0
         for block in re.findall(r"Plotly\.newPlot\((.*?)\)\s*\};", text, re.S):
-            if re.search(r'"type":"(mesh3d|scatter3d|surface)"', block):
-                scenes += max(1, len(set(re.findall(r'"(scene\d*)":\{', block))))
+            data = block.split('{"template"', 1)[0]  # the traces, before the layout's template
+            if re.search(r'"type":"(mesh3d|scatter3d|surface)"', data):
+                scenes += max(1, len(set(re.findall(r'"scene":"(scene\d*)"', data))))
         if "application/vnd.jupyter.widget-view+json" in text:
             problems.append(f"{name}: an ipywidget view without a kernel (empty widget box)")
         if scenes > MAX_SCENES:

@@ -126,7 +126,7 @@ def mesh_trace(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarra
     v = v[idx]
     args = dict(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=t[:, 0], j=t[:, 1], k=t[:, 2], name=name,
                 flatshading=False, lighting=dict(ambient=0.45, diffuse=0.7, specular=0.15, roughness=0.6),
-                lightposition=dict(x=1000, y=2000, z=100000), hoverinfo="skip")
+                lightposition=dict(x=0, y=100, z=300), hoverinfo="skip")
     if intensity is not None:
         intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
         if intensity.shape[0] != len(vertices):
@@ -233,9 +233,9 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
                                 text=titles[idx], showarrow=False, font=dict(size=13)))
     rows = int(np.ceil(k / cols))
     fig.update_layout(height=height_per_row * rows + 40, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                      # perspective: plotly's orthographic camera darkens the lighting of Mesh3d
                       scene=face_scene(annotations=annotations,
-                                       camera=dict(eye=dict(x=0.0, y=0.0, z=1.1), up=dict(x=0, y=1, z=0),
-                                                   projection=dict(type="orthographic"))))
+                                       camera=dict(eye=dict(x=0.0, y=0.0, z=2.1), up=dict(x=0, y=1, z=0))))
     return fig
 
 
