@@ -143,8 +143,10 @@ def _fake_results(toy, proposed_better: bool):
         "yaw": E.reconstruction_vs_yaw(toy, {"3DMM fitting": bad, "3DMM-CNN-like": q, "Proposed": p}, truth, yaw),
         "micc": E.reconstruction_micc(toy, {"3DMM-CNN-like": q, "Proposed": p}, truth),
         "expression": E.rmse_per_expression(toy, {"3DMM-CNN-like": q, "Proposed": p}, truth, expr),
-        "expression_identity": E.rmse_per_expression(toy, {"Proposed": ident + (0 if proposed_better else truth - ident)},
-                                                     ident, expr),
+        # identity components: exact (flat error across expressions) or leaking the expression
+        "expression_identity": E.rmse_per_expression(
+            toy, {"3DMM-CNN-like": ident + (truth - ident if proposed_better else 0),
+                  "Proposed": ident + (0 if proposed_better else truth - ident)}, ident, expr),
     }
     Fg, label, pairs, same, folds = _features(noise=0.2)
     Fw, *_ = _features(noise=1.5, seed=1)
@@ -173,8 +175,46 @@ def test_claims_flip_when_numbers_flip(toy):
     # evidence sentences carry the computed numbers
     overall = _fake_results(toy, True)["yaw"].table()["overall"]["Proposed"]
     assert f"{overall:.3g}" in good[0].evidence
-    assert E.claims_frame(good).shape == (len(good), 4)
+    assert E.claims_frame(good).shape == (len(good), 5)
+    # clear differences: every tested claim is significant, so no verdict is "inconclusive"
+    tested = [c for c in good if c.p_value is not None]
+    assert len(tested) == 7 and all(c.p_value < E.ALPHA for c in tested), [(c.claim, c.p_value) for c in tested]
+    assert sum(c.verdict() == "not supported" and c.p_value is not None for c in bad) == 5
+    assert {c.verdict() for c in good if c.supported is not None} == {"supported"}
+    assert "p = " in good[0].evidence
     assert {c.topic for c in good} == {"reconstruction", "recognition", "bases", "speed"}
+
+
+def test_claims_inconclusive_when_difference_is_noise(toy):
+    a_id, a_exp, truth, good, bad = _recon_setup(toy)
+    yaw = np.repeat([-30, 0, 30], 4)
+    # identical reconstructions: every paired difference is 0 -> p = 1 -> inconclusive
+    same = {"yaw": E.reconstruction_vs_yaw(toy, {"3DMM fitting": good, "3DMM-CNN-like": good, "Proposed": good},
+                                           truth, yaw)}
+    F, label, pairs, s, folds = _features(noise=0.5)
+    same["lfw"] = E.verification_table({"texture": F, "3DMM-CNN-like": F, "Proposed": F}, pairs, s, folds)
+    cl = [c for c in E.claims(same) if c.p_value is not None]
+    assert len(cl) == 4
+    for c in cl:
+        assert c.p_value == pytest.approx(1.0)
+        assert c.verdict() == "inconclusive" and "within noise" in c.evidence
+    # the tests themselves, on hand-checkable cases
+    assert E.sign_test(10, 0) == pytest.approx(2 / 2**10)
+    assert E.sign_test(6, 4) == pytest.approx(0.7539, abs=1e-4)
+    assert E.sign_test(0, 0) == 1.0
+    assert E.paired_test(np.arange(1.0, 9.0), np.zeros(8)) == pytest.approx(2 / 2**8)
+    with pytest.raises(ValueError, match="paired"):
+        E.paired_test(np.ones(3), np.ones(4))
+
+
+def test_pairs_per_fold_counts():
+    F, label, pairs, same, folds = _features()
+    vt = E.verification_table({"Proposed": F}, pairs, same, folds)
+    t = vt.pairs_per_fold()
+    assert list(t.index) == list(range(10))
+    assert (t["same"] == 30).all() and (t["different"] == 30).all()
+    with pytest.raises(ValueError, match="pair labels"):
+        E.VerificationTable().pairs_per_fold()
 
 
 def test_paper_tables_never_invent_numbers():

@@ -48,7 +48,7 @@ __all__ = [
     "experiment_config", "ReconResult", "reconstruction_errors", "reconstruction_vs_yaw",
     "reconstruction_micc", "rmse_per_expression", "sequence_features", "VerificationTable",
     "verification_table", "roc_figure", "time_per_image", "speed_table", "learned_bases",
-    "bases_figures", "Claim", "claims", "claims_frame", "recon_figure", "error_map", "cache_dir", "load_morphable",
+    "bases_figures", "Claim", "claims", "ALPHA", "sign_test", "paired_test", "claims_frame", "recon_figure", "error_map", "cache_dir", "load_morphable",
     "net_images", "pairs_arrays", "trained_networks", "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "run_reconstruction",
     "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all", "sample_images",
     "scan_reconstruction_errors",
@@ -297,6 +297,22 @@ class VerificationTable:
 
     results: dict = field(default_factory=dict)
     protocol: str = ""
+    same: np.ndarray | None = None
+    folds: np.ndarray | None = None
+
+    def pairs_per_fold(self) -> pd.DataFrame:
+        """Number of same-identity and different-identity pairs in each fold.
+
+        Raises
+        ------
+        ValueError
+            When the table was built without its pair labels.
+        """
+        if self.same is None or self.folds is None:
+            raise ValueError("this VerificationTable has no pair labels (same, folds)")
+        df = pd.DataFrame({"fold": self.folds, "same": self.same.astype(bool)})
+        t = df.groupby("fold")["same"].agg(same="sum", different=lambda x: int((~x).sum()))
+        return t.astype(int)
 
     def mean(self) -> pd.DataFrame:
         """Methods x metrics, mean over folds (percent)."""
@@ -346,7 +362,7 @@ def verification_table(features: Mapping[str, np.ndarray], pairs: np.ndarray, sa
         Unknown matcher in a fusion, bad pairs, or a zero / NaN feature.
     """
     scores = {name: metrics.pair_scores(F, pairs) for name, F in features.items()}
-    out = VerificationTable(protocol=protocol)
+    out = VerificationTable(protocol=protocol, same=np.asarray(same, bool).copy(), folds=np.asarray(folds).copy())
     for name, s in scores.items():
         out.results[name] = metrics.verification(s, same, folds, True, far_targets)
     if fusions is None:
@@ -518,19 +534,31 @@ class Claim:
     claim : str
         The paper's claim, paraphrased, with its table or figure.
     supported : bool or None
+        The direction of the computed evidence (True: the numbers point the paper's way);
         ``None`` when the needed result was not computed.
     evidence : str
         A sentence templated on the computed numbers.
     topic : str
         ``reconstruction``, ``recognition``, ``bases`` or ``speed``.
+    p_value : float or None
+        Two-sided p-value of the paired test behind the verdict (``None``: no test).
     """
 
     claim: str
     supported: bool | None
     evidence: str
     topic: str = "reconstruction"
+    p_value: float | None = None
+
+    @property
+    def inconclusive(self) -> bool:
+        """True when a paired test was run and the difference is within noise (p >= :data:`ALPHA`)."""
+        return self.supported is not None and self.p_value is not None and self.p_value >= ALPHA
 
     def verdict(self) -> str:
+        """``supported``, ``not supported``, ``inconclusive`` or ``not evaluated``."""
+        if self.inconclusive:
+            return "inconclusive"
         return {True: "supported", False: "not supported", None: "not evaluated"}[self.supported]
 
 
@@ -544,9 +572,69 @@ def _fold_signs(vt: VerificationTable, a: str, b: str, key: str = "accuracy") ->
     return int((x > y).sum()), int((x == y).sum()), int((x < y).sum())
 
 
+def _sign_text(pv: float) -> str:
+    return f"two-sided sign test p = {pv:.2g}" + ("; within noise" if pv >= ALPHA else "")
+
+
 def _folds_text(signs: tuple[int, int, int]) -> str:
     won, tied, lost = signs
     return f"higher in {won}, equal in {tied}, lower in {lost} of {won + tied + lost} folds"
+
+
+#: Significance level of the paired tests of :func:`claims` (p >= ALPHA: "inconclusive").
+ALPHA = 0.05
+#: Bootstrap resamples of the Fig. 7 range test.
+N_BOOTSTRAP = 2000
+
+
+def sign_test(won: int, lost: int) -> float:
+    """Two-sided sign test p-value (:func:`scipy.stats.binomtest`, p = 1/2) of ``won`` against
+    ``lost`` (ties already dropped); 1.0 when there is nothing to test."""
+    from scipy.stats import binomtest
+
+    n = int(won) + int(lost)
+    return 1.0 if n == 0 else float(binomtest(int(won), n, 0.5).pvalue)
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value (:func:`scipy.stats.wilcoxon`) of paired
+    per-item values ``a`` (N,) and ``b`` (N,); 1.0 when every pair is tied.
+
+    Raises
+    ------
+    ValueError
+        On arrays of different shapes.
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two (N,) arrays, got {a.shape} and {b.shape}")
+    d = a - b
+    if not np.any(d != 0):
+        return 1.0
+    return float(wilcoxon(d[d != 0]).pvalue)
+
+
+def _range_bootstrap_p(ea: np.ndarray, eb: np.ndarray, groups: np.ndarray, seed: int = 0) -> float:
+    """Two-sided paired stratified bootstrap p-value of ``range_a - range_b``, where range is the
+    max - min over groups of the per-group mean (items resampled within each group, the same
+    indices for both methods)."""
+    rng = np.random.default_rng(seed)
+    names = list(dict.fromkeys(groups.tolist()))
+    idx = [np.flatnonzero(groups == g) for g in names]
+    diffs = np.empty(N_BOOTSTRAP)
+    for k in range(N_BOOTSTRAP):
+        pick = [rng.choice(i, i.size) for i in idx]
+        ma = np.array([ea[i].mean() for i in pick])
+        mb = np.array([eb[i].mean() for i in pick])
+        diffs[k] = (ma.max() - ma.min()) - (mb.max() - mb.min())
+    # floor at 1 / N_BOOTSTRAP: the resampling cannot resolve smaller p-values
+    return float(min(1.0, max(1.0 / N_BOOTSTRAP, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))))
+
+
+def _items(r: ReconResult, method: str, metric: str) -> np.ndarray:
+    return r.errors.loc[r.errors["method"] == method, metric].to_numpy(np.float64)
 
 
 #: Fig. 9 claim: the least rise of the identity decoder's energy share outside the 3DMM span
@@ -558,10 +646,16 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     """The paper's claims judged on computed results; every sentence is built from the numbers.
 
     Verdict rules: a reconstruction claim holds when the proposed method's overall mean error
-    is lower (for Fig. 6, lower in every expression); a recognition claim when the mean
-    accuracy is higher *and* more folds are won than lost (a paired sign criterion); the Fig. 9
-    claim when the identity decoder's energy outside the 3DMM span rises by at least
-    :data:`BASES_MIN_OUTSIDE`; the speed claim when the proposed network is faster.
+    is lower (for Fig. 6, lower in every expression) and a paired two-sided Wilcoxon
+    signed-rank test over the test images (:func:`paired_test`) gives p < :data:`ALPHA`; the
+    Fig. 7 claim when the Proposed identity-error range across expressions is smaller than the
+    3DMM-CNN-like one, tested with a paired stratified bootstrap over the test images; a
+    recognition claim when the mean accuracy is higher *and* more folds are won than lost, with
+    a two-sided sign test over the folds (:func:`sign_test`, ties dropped). A test with
+    p >= :data:`ALPHA` makes the verdict "inconclusive" (the difference is within noise),
+    whichever way the numbers point. The Fig. 9 claim holds when the identity decoder's energy
+    outside the 3DMM span rises by at least :data:`BASES_MIN_OUTSIDE`; the speed claim when the
+    proposed network is faster (these two have no test).
 
     Parameters
     ----------
@@ -594,10 +688,13 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
         wins = int(sum(float(t.loc["Proposed", c]) < float(t.loc[rival, c]) for c in cols))
         ok = (wins == len(cols)) if every_group else (p < q)
         rel = 100 * abs(p - q) / q
+        ea, eb = _items(r, "Proposed", metric), _items(r, rival, metric)
+        pv = paired_test(ea, eb)
         out.append(Claim(text, ok, (
             f"Overall {METRIC_LABELS[metric]}: Proposed {p:.3g} {unit} against {rival} {q:.3g} {unit} "
             f"({rel:.1f}% {'lower' if p < q else 'higher' if p > q else 'equal'}); Proposed is lower in "
-            f"{wins} of {len(cols)} {r.group_name} groups.")))
+            f"{wins} of {len(cols)} {r.group_name} groups and for {int((ea < eb).sum())} of {ea.size} test images "
+            f"(paired Wilcoxon signed-rank test, p = {pv:.2g}{'; within noise' if pv >= ALPHA else ''})."), p_value=pv))
 
     recon_claim("yaw", "Table 1: the proposed method reconstructs shapes more accurately than 3DMM-CNN "
                        "(on average over yaw angles).")
@@ -610,23 +707,23 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     r = results.get("expression_identity")
     text = ("Fig. 7: the identity component is disentangled from expression: its error stays nearly the "
             "same across expressions.")
-    if r is None or "Proposed" not in r.table(metric).index:
-        out.append(Claim(text, None, "The identity-per-expression experiment was not run."))
+    rival = "3DMM-CNN-like"
+    if r is None or not {"Proposed", rival} <= set(r.table(metric).index):
+        out.append(Claim(text, None, "The identity-per-expression experiment was not run with Proposed and "
+                                     f"{rival}."))
     else:
-        row = r.table(metric).loc["Proposed"].drop("overall")
-        full = results.get("expression")
-        spread = float(row.max() - row.min())
-        if full is not None and "Proposed" in full.table(metric).index:
-            frow = full.table(metric).loc["Proposed"].drop("overall")
-            fspread = float(frow.max() - frow.min())
-            ok = spread < fspread
-            out.append(Claim(text, ok, (
-                f"Across expressions the Proposed identity-shape error ranges over {spread:.3g} {unit} "
-                f"({row.min():.3g} to {row.max():.3g}), the full-shape error over {fspread:.3g} {unit}: the identity "
-                f"component varies {'less' if ok else 'not less'} with expression than the full shape.")))
-        else:
-            out.append(Claim(text, None, f"Identity-shape error ranges over {spread:.3g} {unit}; no full-shape "
-                                         "result to compare with."))
+        t = r.table(metric)
+        row, crow = t.loc["Proposed"].drop("overall"), t.loc[rival].drop("overall")
+        spread, cspread = float(row.max() - row.min()), float(crow.max() - crow.min())
+        ok = spread < cspread
+        groups = r.errors.loc[r.errors["method"] == "Proposed", "group"].to_numpy()
+        pv = _range_bootstrap_p(_items(r, "Proposed", metric), _items(r, rival, metric), groups)
+        out.append(Claim(text, ok, (
+            f"Across expressions the Proposed identity-shape error ranges over {spread:.3g} {unit} "
+            f"({row.min():.3g} to {row.max():.3g}), the {rival} identity-shape error over {cspread:.3g} {unit} "
+            f"({crow.min():.3g} to {crow.max():.3g}): the Proposed identity component varies "
+            f"{'less' if ok else 'not less'} with expression (paired bootstrap over test images of the range "
+            f"difference, p = {pv:.2g}{'; within noise' if pv >= ALPHA else ''})."), p_value=pv))
 
     for key, name in (("lfw", "LFW"), ("ytf", "YTF")):
         vt = results.get(key)
@@ -638,9 +735,11 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
             p, q = m.loc["Proposed", "accuracy"], m.loc["3DMM-CNN-like", "accuracy"]
             pa, qa = m.loc["Proposed", "AUC"], m.loc["3DMM-CNN-like", "AUC"]
             sg = _fold_signs(vt, "Proposed", "3DMM-CNN-like")
+            pv = sign_test(sg[0], sg[2])
             out.append(Claim(text, bool(p > q and sg[0] > sg[2]), (
                 f"On {name}-like, Proposed c_id reaches {p:.2f}% accuracy (AUC {pa:.2f}%) against {q:.2f}% "
-                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes; accuracy {_folds_text(sg)}."), "recognition"))
+                f"(AUC {qa:.2f}%) for the 3DMM-CNN-like codes; accuracy {_folds_text(sg)}, {_sign_text(pv)}."),
+                "recognition", pv))
         text = f"Table 3 ({name}): fusing the proposed shape features with texture improves on texture alone."
         if vt is None or not {"texture", "texture + Proposed"} <= set(vt.results):
             out.append(Claim(text, None, f"The {name}-like texture fusion was not run.", "recognition"))
@@ -648,10 +747,11 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
             m, sd = vt.mean(), vt.std()
             p, q = m.loc["texture + Proposed", "accuracy"], m.loc["texture", "accuracy"]
             sg = _fold_signs(vt, "texture + Proposed", "texture")
+            pv = sign_test(sg[0], sg[2])
             out.append(Claim(text, bool(p > q and sg[0] > sg[2]), (
                 f"On {name}-like, texture + Proposed reaches {p:.2f} ± {sd.loc['texture + Proposed', 'accuracy']:.2f}% "
                 f"accuracy against {q:.2f} ± {sd.loc['texture', 'accuracy']:.2f}% for texture alone "
-                f"({p - q:+.2f} points; {_folds_text(sg)})."), "recognition"))
+                f"({p - q:+.2f} points; {_folds_text(sg)}, {_sign_text(pv)})."), "recognition", pv))
 
     lb = results.get("bases")
     text = ("Fig. 9: joint training (Phase III) lets the identity bases capture shape the pre-trained "
@@ -682,9 +782,9 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
 
 
 def claims_frame(claim_list: Sequence[Claim]) -> pd.DataFrame:
-    """The claims as a table (claim, verdict, evidence)."""
-    return pd.DataFrame([{"topic": c.topic, "claim": c.claim, "verdict": c.verdict(), "evidence": c.evidence}
-                         for c in claim_list])
+    """The claims as a table (topic, claim, verdict, p-value of its paired test or None, evidence)."""
+    return pd.DataFrame([{"topic": c.topic, "claim": c.claim, "verdict": c.verdict(), "p-value": c.p_value,
+                          "evidence": c.evidence} for c in claim_list])
 
 
 # ====================================================================== runners (trained models + protocols)
