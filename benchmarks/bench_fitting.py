@@ -33,7 +33,7 @@ CASIA_IMAGES, CASIA_SUBJECTS = 488_848, 10_575
 
 
 def eos_model(model):
-    """An eos MorphableModel from our arrays (see /work/shared/notes/eos-py.md)."""
+    """An eos MorphableModel from our arrays (how: the eos-py notes shared with this project)."""
     import eos
 
     n = model.n_vertices
