@@ -14,13 +14,7 @@ from disentangled_face.nets import (CodeScaler, DisentangledFaceNet, SphereFace2
                                     build_from_arch, count_parameters, layer_table,
                                     validate_network_config)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 ICT = dict(n_vertices=9409, n_id=100, n_exp=53)

@@ -11,13 +11,7 @@ from disentangled_face.config import ConfigError, load_profile
 from disentangled_face.model import MorphableModel
 from disentangled_face.nets import DisentangledFaceNet, TextureNet
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 N_SUBJ, PER_SUBJ = 8, 8
