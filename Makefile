@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 model: setup
-	$(PY) -m disentangled_face.fetch
+	$(PY) -m disentangled_face.shape.ict_facekit
 
 _vendor/plotly.min.js: setup
 	mkdir -p _vendor
@@ -40,7 +40,7 @@ book: model _vendor/plotly.min.js _vendor/mathjax/MathJax.js
 	@echo "Book built: _build/html/index.html"
 
 test: model
-	$(PY) -m pytest tests --nbval-lax book/ -p no:cacheprovider
+	$(PY) -m pytest tests --doctest-modules src/disentangled_face --nbval-lax book/ -p no:cacheprovider
 
 benchmarks: model
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

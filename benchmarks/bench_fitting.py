@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from disentangled_face import fitting
-from disentangled_face.config import load_profile
-from disentangled_face.model import load_ict_facekit
+from disentangled_face.config import load_config
+from disentangled_face.shape import camera, load_ict_facekit
 
 CASIA_IMAGES, CASIA_SUBJECTS = 488_848, 10_575
 
@@ -97,7 +97,8 @@ def main(argv=None):
     syn = fitting.simulate_landmarks(model, a.subjects, a.images, noise_px=a.noise, image_size=(H, W), seed=0)
     N = len(syn.label)
     true_exp = syn.alpha_exp
-    opts = {**fitting.fit_options(a.profile), "threads": a.threads, "dtype": "float32"}
+    opts = load_config(a.profile).fitting                 # the profile's `fitting:` section
+    over = dict(threads=a.threads, dtype="float32")
     rows = {}
 
     def record(name, secs, n, a_id, a_exp, proj, sel):
@@ -106,10 +107,10 @@ def main(argv=None):
         rows[name] = dict(images_per_s=n / secs, reproj_px=rep, shape_mm=err, secs=secs, n=n)
 
     # ours: single-image mode (every image on its own) and the paper's multi-image mode
-    fitting.fit_subjects(model, syn.landmarks[:64], None, **opts)               # warm-up
+    fitting.fit_subjects(model, syn.landmarks[:64], None, opts, **over)         # warm-up
     for name, labels in (("ours, single-image", None), ("ours, multi-image", syn.label)):
         t0 = time.perf_counter()
-        fit = fitting.fit_subjects(model, syn.landmarks, labels, **opts)
+        fit = fitting.fit_subjects(model, syn.landmarks, labels, opts, **over)
         dt = time.perf_counter() - t0
         record(name, dt, N, fit.alpha_id, fit.alpha_exp, fit_project(model, fit), slice(None))
 
@@ -144,8 +145,6 @@ def main(argv=None):
 
 
 def fit_project(model, fit):
-    from disentangled_face import camera
-
     return camera.project(model.landmarks_of(fit.shapes(model)).astype(np.float64), fit.R, fit.f, fit.t)
 
 

@@ -1,6 +1,6 @@
 """Speed of the encoder-decoder on this machine, beside the single-image landmark fitter.
 
-For the ``book`` and ``paper`` profiles' networks (``disentangled_face.nets``):
+For the ``book`` and ``paper`` profiles' networks (``disentangled_face.networks``):
 
 * training throughput, images/s: one Phase III step (forward, Eq. 5 loss, backward, Adam)
   on a batch, the trainer's own step module;
@@ -39,21 +39,20 @@ def _timed(fn, repeats: int) -> float:
 
 def _faces(model, n: int):
     """n synthetic faces: images (n, 3, 112, 96) in [-1, 1] and their 68 landmarks (n, 68, 2) px."""
-    from disentangled_face import synth
-    from disentangled_face.datasets import to_network_input
+    from disentangled_face.data import render_faces, to_network_input
 
     a_id, a_exp = model.sample(n, rng=0)
     yaw = np.radians(np.linspace(-40, 40, n))
-    r = synth.render_faces(model, a_id, a_exp, yaw=yaw, rng=0)
+    r = render_faces(model, a_id, a_exp, yaw=yaw, rng=0)
     return torch.from_numpy(to_network_input(r.images)), r.landmarks, a_id, a_exp
 
 
 def bench_profile(profile: str, model, images, a_id, a_exp, repeats: int, train_batch: int) -> dict:
-    from disentangled_face import train
-    from disentangled_face.config import load_profile
-    from disentangled_face.nets import CodeScaler, DisentangledFaceNet, validate_network_config
+    from disentangled_face.config import load_config
+    from disentangled_face.networks import CodeScaler, DisentangledFaceNet
+    from disentangled_face.training import PhaseStep, get_phase
 
-    ncfg = validate_network_config(load_profile(profile)["network"])
+    ncfg = load_config(profile).network
     torch.manual_seed(0)
     net = DisentangledFaceNet.from_config(ncfg, model, n_subjects=100,
                                           scaler=CodeScaler.fit(a_id, a_exp))
@@ -63,7 +62,7 @@ def bench_profile(profile: str, model, images, a_id, a_exp, repeats: int, train_
     batch = {"image": xb, "label": torch.arange(train_batch) % 100,
              "alpha_id": torch.as_tensor(np.resize(a_id, (train_batch, a_id.shape[1]))),
              "alpha_exp": torch.as_tensor(np.resize(a_exp, (train_batch, a_exp.shape[1])))}
-    step = train._PhaseStep(net, "phase3", model)
+    step = PhaseStep(get_phase("phase3"), net, model)
     step.lambda_r = 0.5
     opt = torch.optim.Adam(net.parameters(), 1e-4)
     net.train()
@@ -99,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
     model = load_ict_facekit()
     images, landmarks, a_id, a_exp = _faces(model, args.faces)

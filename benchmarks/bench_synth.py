@@ -2,9 +2,9 @@
 
 Measures, in one run on this machine:
 
-* the naive peer: one image per call of ``synth.render_faces`` (one draw call, one read-back,
+* the naive peer: one image per call of ``data.render_faces`` (one draw call, one read-back,
   every per-image cost paid each time);
-* the batched generator used by ``synth.build_protocol``: ``batch`` images per instanced draw
+* the batched generator used by ``data.build_protocol``: ``batch`` images per instanced draw
   call into one atlas framebuffer, subject shapes and albedos cached, in one process;
 * the same with ``--workers`` rendering processes (one OpenGL context each);
 
@@ -32,41 +32,44 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (best kept)")
     args = ap.parse_args()
 
-    from disentangled_face import synth
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face import data
+    from disentangled_face.config import load_config
+    from disentangled_face.data.build import _render_plan
+    from disentangled_face.shape import load_ict_facekit
 
     model = load_ict_facekit()
     K = max(1, args.images // 20)
-    prof = {"synth": {"seed": 11, "batch": args.batch, "protocols": {"train": {"subjects": K, "images_per_subject": 20}}}}
-    cfg = synth.protocol_config("train", prof)
-    plan = synth.plan_protocol("train", cfg, model)
+    synth = load_config("book", {"synth.seed": 11, "synth.batch": args.batch,
+                                 "synth.protocols": {"train": {"subjects": K, "images_per_subject": 20}}}).synth
+    cfg = data.protocol_config("train", synth)
+    plan = data.plan_protocol("train", synth, model)
     N = plan["subject"].size
     print(f"model: {model.name}, {model.n_vertices} vertices, {model.triangles.shape[0]} triangles; "
           f"CPU cores: {os.cpu_count()}")
-    r = synth.get_renderer(model)
+    r = data.get_renderer(model)
     print(f"OpenGL: {r.ctx.info['GL_RENDERER']}")
 
     # --- naive peer (one image per call) and the batched generator (one process), measured in
     # alternating rounds; the best round of each is kept, so that other processes sharing the
     # CPU bias neither side
-    from disentangled_face.render import Light
+    from disentangled_face.data.render import Light
 
-    alpha_id = synth.subject_codes(model, cfg["seed"], plan["subject_id"])
-    albedo_model = synth.get_albedo_model(model)
+    alpha_id = data.subject_codes(model, cfg["seed"], plan["subject_id"])
+    albedo_model = data.get_albedo_model(model)
     n_naive = min(args.naive_images, N)
-    synth.render_faces(model, alpha_id[:1], plan["alpha_exp"][:1], 0.0, max_batch=1)  # warm-up
+    data.render_faces(model, alpha_id[:1], plan["alpha_exp"][:1], 0.0, max_batch=1)  # warm-up
 
     def naive_run():
         for i in range(n_naive):
             k = plan["subject"][i]
             light = Light(*(plan["light"][key][i:i + 1] for key in ("ambient", "direction", "diffuse")))
-            synth.render_faces(model, alpha_id[k:k + 1], plan["alpha_exp"][i:i + 1], plan["yaw"][i], plan["pitch"][i],
-                               plan["roll"][i], albedo=synth.subject_albedo(albedo_model, cfg["seed"],
+            data.render_faces(model, alpha_id[k:k + 1], plan["alpha_exp"][i:i + 1], plan["yaw"][i], plan["pitch"][i],
+                               plan["roll"][i], albedo=data.subject_albedo(albedo_model, cfg["seed"],
                                                                              int(plan["subject_id"][k])),
                                light=light, background=plan["background"][i:i + 1], max_batch=1)
 
     def batched_run():
-        for _ in synth._render_plan(model, plan, cfg, args.batch, 1, progress=False, desc=""):
+        for _ in _render_plan(model, plan, cfg, args.batch, 1, progress=False, desc=""):
             pass
 
     best = {"naive": (0.0, 0.0), "batched": (0.0, 0.0)}
@@ -83,7 +86,7 @@ def main() -> None:
     multi = None
     if args.workers > 1:
         t = time.perf_counter()
-        for _ in synth._render_plan(model, plan, cfg, args.batch, args.workers, progress=False, desc=""):
+        for _ in _render_plan(model, plan, cfg, args.batch, args.workers, progress=False, desc=""):
             pass
         multi = N / (time.perf_counter() - t)
 

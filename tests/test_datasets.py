@@ -6,8 +6,10 @@ import torch
 import trimesh
 from PIL import Image
 
-from disentangled_face import datasets, synth
-from disentangled_face.datasets import DatasetFormatError, FaceImageDataset
+from disentangled_face import data
+from disentangled_face.config import load_config
+from disentangled_face.data import loaders as datasets
+from disentangled_face.data import DatasetFormatError, FaceImageDataset
 
 
 def write_jpg(path, value, size=(60, 50)):
@@ -175,11 +177,12 @@ def test_micc(tmp_path):
 # ----------------------------------------------------------------------------- torch Dataset
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
-    cfg = {"synth": {"seed": 3, "batch": 8, "protocols": {"train": {"subjects": 3, "images_per_subject": 4}}}}
+    cfg = load_config("book", {"synth.seed": 3, "synth.batch": 8,
+                               "synth.protocols": {"train": {"subjects": 3, "images_per_subject": 4}}})
     path = tmp_path_factory.mktemp("ds") / "train.h5"
-    return synth.build_protocol("train", cfg, model=load_ict_facekit(), progress=False, path=path)
+    return data.build_protocol("train", cfg.synth, model=load_ict_facekit(), progress=False, path=path)
 
 
 def test_network_input_range():
@@ -189,7 +192,7 @@ def test_network_input_range():
 
 
 def test_face_image_dataset_items(tiny_set):
-    s = synth.load_protocol(tiny_set)
+    s = data.load_protocol(tiny_set)
     ds = FaceImageDataset(tiny_set, indices=[5, 0, 11])
     assert len(ds) == 3
     item = ds[0]
@@ -204,7 +207,7 @@ def test_face_image_dataset_items(tiny_set):
 
 
 def test_face_image_dataset_with_worker_processes(tiny_set):
-    ds = FaceImageDataset(synth.load_protocol(tiny_set))
+    ds = FaceImageDataset(data.load_protocol(tiny_set))
     ds[0]  # opens the file in this process; workers must reopen it
     loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, shuffle=False)
     batches = list(loader)
@@ -224,8 +227,8 @@ def test_face_image_dataset_over_real_samples(tmp_path):
 
 
 def test_synthetic_samples_use_the_same_records(tiny_set):
-    s = synth.load_protocol(tiny_set)
+    s = data.load_protocol(tiny_set)
     rec = s.sample(2)
-    assert isinstance(rec, datasets.FaceSample)
+    assert isinstance(rec, data.FaceSample)
     assert rec.load_image().shape == (112, 96, 3) and rec.label == s.label[2]
     assert rec.yaw == pytest.approx(float(s.yaw[2]))

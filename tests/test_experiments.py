@@ -4,9 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from disentangled_face import experiments as E
-from disentangled_face import paper_results as P
-from disentangled_face.model import MorphableModel
+from disentangled_face import evaluation as E
+from disentangled_face.config import ConfigError, ExperimentsConfig, load_config, with_overrides
+from disentangled_face.evaluation import paper_results as P
+from disentangled_face.plotting.experiments import bases_figures, recon_figure, roc_figure
+from disentangled_face.shape import MorphableModel
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,17 @@ def test_identity_per_expression_is_flat_when_identity_is_exact(toy):
     assert (t.loc["leaky"].drop("overall") > 0.01).all()
 
 
+def test_experiment_figures(toy):
+    a_id, a_exp, truth, good, bad = _recon_setup(toy)
+    r = E.reconstruction_vs_yaw(toy, {"3DMM-CNN-like": bad, "Proposed": good}, truth, np.repeat([-90, 0, 90], 4))
+    fig = recon_figure(r, "mean_mm", "Table 1")
+    assert [tr.name for tr in fig.data] == ["3DMM-CNN-like", "Proposed"] and list(fig.data[0].x) == [-90, 0, 90]
+    assert fig.layout.yaxis.title.text == E.METRIC_LABELS["mean_mm"]
+    assert recon_figure(r, kind="bar").data[0].type == "bar"
+    fig_id, fig_res = bases_figures(toy, (toy.id_basis, toy.exp_basis), (toy.id_basis, toy.exp_basis), k=2)
+    assert len(fig_id.data) == 4 and len(fig_res.data) == 4  # Phase II and III rows, two columns each
+
+
 def _features(n_subj=40, per=5, d=16, noise=0.3, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_subj, d))
@@ -87,7 +100,7 @@ def test_verification_table_known_separation_and_fusion():
     t = vt.table()
     assert list(t.columns) == list(P.VERIFICATION_METRICS)
     assert "±" in t.loc["Proposed", "accuracy"]
-    fig = E.roc_figure(vt)
+    fig = roc_figure(vt)
     assert len(fig.data) == 5
     with pytest.raises(ValueError, match="needs matchers"):
         E.verification_table({"Proposed": F_good}, pairs, same, folds, fusions={"x": ("texture", "Proposed")})
@@ -236,15 +249,20 @@ def test_paper_tables_never_invent_numbers():
 
 
 def test_experiment_config_validates():
-    assert E.experiment_config(None)["crop_radius_mm"] == 95.0
-    with pytest.raises(ValueError, match="unknown key"):
-        E.experiment_config({"nope": 1})
-    with pytest.raises(ValueError, match="metric"):
-        E.experiment_config({"metric": "rms"})
+    assert ExperimentsConfig().crop_radius_mm == 95.0
+    cfg = load_config("book")
+    with pytest.raises(ConfigError, match="experiments.nope: unknown key"):
+        with_overrides(cfg, {"experiments.nope": 1})
+    with pytest.raises(ConfigError, match="experiments.metric"):
+        with_overrides(cfg, {"experiments.metric": "rms"})
+    with pytest.raises(ConfigError, match="experiments.crop_radius_mm"):
+        with_overrides(cfg, {"experiments.crop_radius_mm": 0})
+    with pytest.raises(TypeError, match="validated Config"):  # runners take the Config, not a profile name
+        E.cache_dir("book")
 
 
 def test_scan_errors_other_topology_and_missing_landmarks(toy):
-    from disentangled_face.datasets import Scan3D
+    from disentangled_face.data import Scan3D
 
     a_id, a_exp, truth, good, bad = _recon_setup(toy, n=3)
     rng = np.random.default_rng(0)
@@ -284,8 +302,8 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     """The runners on rendered tiny protocols, with untrained networks standing in for chapter 6's."""
     import torch
 
-    from disentangled_face import nets, paths, train
-    from disentangled_face.config import load_profile
+    from disentangled_face import networks, paths, training
+    from disentangled_face.evaluation import cache
 
     ict = paths.data_dir("ict-facekit", create=False)
     if not (ict / "ict_face_mm.npz").is_file():
@@ -294,25 +312,25 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     (tmp_path / "data" / "ict-facekit").symlink_to(ict)
     monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "data"))
     (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
-    cfg = load_profile(tmp_path / "tiny.yaml")
+    cfg = load_config(tmp_path / "tiny.yaml")
     model = E.load_morphable(cfg)
     torch.manual_seed(0)
 
     def net():
-        n = nets.DisentangledFaceNet.from_config(cfg["network"], model, n_subjects=3)
+        n = networks.DisentangledFaceNet.from_config(cfg.network, model, n_subjects=3)
         n.init_decoders_from_model(model)
         return n.eval()
 
     fake = {"phase1": net(), "phase2": net(), "phase3": net(),
-            "texture": nets.TextureNet.from_config(cfg["network"], 3).eval()}
-    monkeypatch.setattr(train, "train_pipeline", lambda profile, **kw: fake)
-    monkeypatch.setattr(E, "_NETWORKS", {})
+            "texture": networks.TextureNet.from_config(cfg.network, 3).eval()}
+    monkeypatch.setattr(training, "train_pipeline", lambda cfg, **kw: fake)
+    monkeypatch.setattr(cache, "_NETWORKS", {})
 
     rec = E.run_reconstruction(cfg)
     assert set(rec) == {"yaw", "expression", "expression_identity", "micc"}
     t1 = rec["yaw"].table()
     assert list(t1.columns) == [-90, -60, -30, 0, 30, 60, 90, "overall"]
-    assert list(t1.index) == list(E.RECON_METHODS)
+    assert list(t1.index) == [m.name for m in E.reconstruction_methods()]
     # exact landmarks: the fitter beats networks with random (untrained) encoders
     assert t1.loc["3DMM fitting", "overall"] < t1.loc["Proposed", "overall"]
     assert list(rec["expression"].table().columns)[:2] == ["neutral", "happiness"]
@@ -321,7 +339,7 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     np.testing.assert_array_equal(E.protocol_codes(cfg, "bu3dfe-like")["p3_c_id"], codes["p3_c_id"])
     for prot in ("lfw-like", "ytf-like"):
         vt = E.run_verification(cfg, prot)
-        assert set(vt.results) == (set(E.VERIF_METHODS) - {"3DMM fitting"}) | set(E.DEFAULT_FUSIONS)
+        assert set(vt.results) == ({m.name for m in E.verification_methods()} - {"3DMM fitting"}) | set(E.FUSIONS)
         assert vt.table().shape == (5, 5)
     sp = E.run_speed(cfg, gpu=False)
     assert (sp["ms/image"] > 0).all()

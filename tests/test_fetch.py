@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from disentangled_face import fetch
-from disentangled_face.model import load_bfm2009
+from disentangled_face.shape import ict_facekit as fetch
+from disentangled_face.shape import load_bfm2009
 
 
 def _tar(path, members: dict[str, bytes], top="ICT-FaceKit-x", extra=None):

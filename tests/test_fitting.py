@@ -5,9 +5,10 @@ import warnings
 import numpy as np
 import pytest
 
-from disentangled_face import camera, fitting
-from disentangled_face.landmarks import Detection
-from disentangled_face.model import MorphableModel, load_ict_facekit, load_landmark_indices
+from disentangled_face import fitting
+from disentangled_face.config import ConfigError, FittingConfig, load_config, with_overrides
+from disentangled_face.data.landmarks import Detection
+from disentangled_face.shape import MorphableModel, camera, load_ict_facekit, load_landmark_indices
 
 FAST = dict(threads=1)
 
@@ -239,7 +240,7 @@ def test_failed_detections_are_discarded_with_a_warning(ict):
     assert fit.discarded == [1] and fit.kept == [0, 2] and fit.alpha_exp.shape[0] == 2
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable image"):
         fitting.fit_shape_and_pose(ict, [miss, miss])
-    from disentangled_face.landmarks import NoFaceFound
+    from disentangled_face.data.landmarks import NoFaceFound
     with pytest.raises(NoFaceFound):
         fitting.fit_single_image(ict, miss)
 
@@ -252,25 +253,41 @@ def test_bad_options_raise(ict):
         fitting.fit_shape_and_pose(ict, good, lambda_id=-1.0)
     with pytest.raises(ValueError, match="dtype"):
         fitting.fit_shape_and_pose(ict, good, dtype="float16")
+    # the errors are ConfigErrors naming the key; options must be a FittingConfig
+    with pytest.raises(ConfigError, match=r"fitting\.lamda_id"):
+        fitting.fit_subjects(ict, good[None], [0], lamda_id=1.0)
+    with pytest.raises(ConfigError, match=r"fitting\.max_iter"):
+        fitting.fit_subjects(ict, good[None], [0], FittingConfig(), max_iter=0)
+    with pytest.raises(ConfigError, match="FittingConfig"):
+        fitting.fit_shape_and_pose(ict, good, {"max_iter": 3})
+
+
+def test_options_and_overrides():
+    """The typed defaults are the only defaults; overrides replace single options, validated."""
+    assert fitting.fitter_options() == FittingConfig()
+    book = load_config("book").fitting
+    assert (book.active_set_iters, book.dtype) == (6, "float32")         # the book profile's values
+    assert (FittingConfig().active_set_iters, FittingConfig().dtype) == (25, "float64")
+    o = fitting.fitter_options(book, joint_iters=0, max_iter=np.int64(3))
+    assert (o.joint_iters, o.max_iter, o.dtype) == (0, 3, "float32") and book.joint_iters == 5
 
 
 # ------------------------------------------------------------------ training targets
 def test_build_targets_small_protocol(ict, tmp_path, monkeypatch):
-    import copy
     import os
 
-    from disentangled_face import synth
-    from disentangled_face.config import load_profile
+    from disentangled_face import data
 
     monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path))
-    cfg = copy.deepcopy(load_profile("book"))
-    cfg["synth"]["protocols"]["train"].update(subjects=3, images_per_subject=4)
-    cfg["fitting"]["chunk"] = 2
+    cfg = with_overrides(load_config("book"), {"synth.protocols.train.subjects": 3,
+                                               "synth.protocols.train.images_per_subject": 4, "targets.chunk": 2})
     path = fitting.build_targets(cfg, ict)
+    assert path == fitting.targets_path(cfg, ict)
+    assert fitting.targets_path(with_overrides(cfg, {"targets.chunk": 5}), ict) == path   # memory only
     assert path.parent == tmp_path / "targets" and path.name.startswith("train-")
     assert not list(path.parent.glob(".*.part"))             # written atomically, nothing left over
     T = fitting.load_targets(path)
-    ds = synth.load_protocol(synth.build_protocol("train", cfg, model=ict, progress=False))
+    ds = data.load_protocol(data.build_protocol("train", cfg.synth, model=ict, progress=False))
     np.testing.assert_array_equal(T["label"], ds.label)
     np.testing.assert_array_equal(T["index"], np.arange(12))
     assert T["alpha_id"].shape == (12, ict.n_id) and T["alpha_exp"].shape == (12, ict.n_exp)

@@ -5,29 +5,58 @@ import json
 import numpy as np
 import pytest
 
-from disentangled_face import viz
-from disentangled_face.config import ConfigError, load_profile
-from disentangled_face.model import MorphableModel, load_ict_facekit
+from disentangled_face import plotting as viz
+from disentangled_face.config import SECTIONS, ConfigError, load_config, with_overrides
 from disentangled_face.paths import atomic_path, config_hash, data_dir
+from disentangled_face.shape import MorphableModel, load_ict_facekit
 
 
 def test_profiles_load_with_every_section():
     for name in ("book", "paper"):
-        cfg = load_profile(name)
-        assert cfg["profile"] == name
-        assert {"model", "synth", "fitting", "network", "train", "experiments"} <= set(cfg)
+        cfg = load_config(name)
+        assert cfg.profile == name
+        assert {"model", "synth", "fitting", "network", "train", "experiments"} <= set(cfg.to_dict())
+        assert set(SECTIONS) <= set(cfg.to_dict())
 
 
 def test_bad_profiles_raise(tmp_path):
     with pytest.raises(ConfigError, match="unknown profile"):
-        load_profile("laptop")
+        load_config("laptop")
     bad = tmp_path / "bad.yaml"
     bad.write_text("synth: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_profile(bad)
+        load_config(bad)
     bad.write_text("trainer: {}\n")
     with pytest.raises(ConfigError, match="unknown section"):
-        load_profile(bad)
+        load_config(bad)
+
+
+def test_unknown_keys_raise_with_their_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"synth\.sed: unknown key; expected one of \[.*'seed'"):
+        load_config("book", {"synth.sed": 1})
+    with pytest.raises(ConfigError, match=r"synth\.pose\.yaw_sdt_deg: unknown key"):
+        load_config("book", {"synth.pose.yaw_sdt_deg": 30.0})
+    with pytest.raises(ConfigError, match=r"synth\.protocols\.casia: unknown key"):
+        load_config("book", {"synth.protocols.casia": {"subjects": 3}})
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("model: {name: ict-facekit}\nsynth:\n  sed: 1\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: synth\.sed: unknown key"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"synth\.sed: unknown key"):
+        with_overrides(load_config("book"), {"synth.sed": 1})
+
+
+def test_wrong_types_raise_with_their_path():
+    with pytest.raises(ConfigError, match=r"synth\.seed: .*got '7'"):
+        load_config("book", {"synth.seed": "7"})
+    with pytest.raises(ConfigError, match=r"synth\.protocols\.train\.subjects: "):
+        load_config("book", {"synth.protocols.train.subjects": 2.5})
+    with pytest.raises(ConfigError, match=r"synth\.light\.ambient: "):
+        load_config("book", {"synth.light.ambient": 0.3})
+    with pytest.raises(ConfigError, match=r"synth\.batch: .*greater than or equal to 1"):
+        load_config("book", {"synth.batch": 0})
+    with pytest.raises(ConfigError, match=r"model\.name: "):
+        load_config("book", {"model.name": "bfm2009"})
 
 
 def test_config_hash_is_order_independent():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from disentangled_face import landmarks as lm
+from disentangled_face.data import landmarks as lm
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_no_face_is_a_typed_result(dlib_det):
 
 def test_auto_backend_is_reported(caplog, tmp_path):
     assert lm.fan_weights_cached(tmp_path) is False          # an empty hub folder: nothing cached
-    with caplog.at_level(logging.INFO, logger="disentangled_face.landmarks"):
+    with caplog.at_level(logging.INFO, logger="disentangled_face.data.landmarks"):
         det = lm.LandmarkDetector("auto")
     expected = "fan" if lm.fan_weights_cached() else "dlib"
     assert det.backend == expected
@@ -105,7 +105,7 @@ def test_fan_weights_detection_looks_for_both_files(tmp_path):
 
 def test_detection_then_fit_on_the_photograph(dlib_det, astronaut):
     from disentangled_face import fitting
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
     m = load_ict_facekit()
     d = dlib_det.detect(astronaut)
@@ -118,7 +118,7 @@ def test_detection_then_fit_on_the_photograph(dlib_det, astronaut):
 
 def test_fit_images_discards_images_without_a_face(dlib_det, astronaut):
     from disentangled_face import fitting
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
     m = load_ict_facekit()
     blank = np.full((200, 200, 3), 90, np.uint8)

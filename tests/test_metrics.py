@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from disentangled_face import metrics as M
-from disentangled_face.camera import rotation_from_euler
-from disentangled_face.model import MorphableModel
+from disentangled_face.evaluation import metrics as M
+from disentangled_face.shape import MorphableModel
+from disentangled_face.shape.camera import rotation_from_euler
 
 
 # ---------------------------------------------------------------------- Procrustes

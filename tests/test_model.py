@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from disentangled_face.model import MorphableModel, load_ict_facekit, load_landmark_indices
+from disentangled_face.shape import MorphableModel, load_ict_facekit, load_landmark_indices
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Encoder-decoder (nets.py) and losses (losses.py): shapes, exact decoder init, analytic losses."""
+"""Encoder-decoder (networks/) and losses (networks/losses.py): shapes, exact decoder init, analytic losses."""
 
 import math
 
@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from disentangled_face.config import ConfigError, load_profile
-from disentangled_face.losses import (code_regression_loss, identification_loss, joint_loss,
-                                      reconstruction_loss)
-from disentangled_face.model import MorphableModel
-from disentangled_face.nets import (CodeScaler, DisentangledFaceNet, SphereFace20, TextureNet,
-                                    build_from_arch, count_parameters, layer_table,
-                                    validate_network_config)
+from disentangled_face.config import Config, ConfigError, load_config, with_overrides
+from disentangled_face.networks import (CodeScaler, DisentangledFaceNet, SphereFace20, TextureNet,
+                                        build_from_arch, count_parameters, layer_table)
+from disentangled_face.networks.losses import (code_regression_loss, identification_loss, joint_loss,
+                                               reconstruction_loss)
+from disentangled_face.shape import MorphableModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -22,10 +21,10 @@ ICT = dict(n_vertices=9409, n_id=100, n_exp=53)
 
 @pytest.mark.parametrize("profile", ["book", "paper"])
 def test_output_shapes_per_profile(profile):
-    cfg = validate_network_config(load_profile(profile)["network"])
+    cfg = load_config(profile).network
     torch.manual_seed(0)
-    net = DisentangledFaceNet(**ICT, n_subjects=7, width=cfg["width"], input_size=cfg["input_size"],
-                              feature_dim=cfg["feature_dim"])
+    net = DisentangledFaceNet(**ICT, n_subjects=7, width=cfg.width, input_size=cfg.input_size,
+                              feature_dim=cfg.feature_dim)
     x = torch.rand(2, 3, 112, 96) * 2 - 1
     out = net(x)
     assert out["feature"].shape == (2, 512)
@@ -35,7 +34,7 @@ def test_output_shapes_per_profile(profile):
         assert out[k].shape == (2, 3 * 9409)
     assert out["c_id"].abs().max() <= 1 and out["c_res"].abs().max() <= 1
     torch.testing.assert_close(out["shape"], net.s_mean + out["delta_id"] + out["delta_res"])
-    tex = TextureNet(7, cfg["width"], cfg["input_size"], cfg["feature_dim"])
+    tex = TextureNet.from_config(cfg, 7)
     t = tex(x)
     assert t["feature"].shape == (2, 512) and t["logits"].shape == (2, 7)
 
@@ -120,7 +119,7 @@ def test_encoder_rejects_bad_images_and_resizes():
                                       ({"arch": "resnet"}, "network.arch"), ({"widht": 1}, "widht")])
 def test_bad_network_config_names_key(bad, key):
     with pytest.raises(ConfigError, match=key):
-        validate_network_config(bad)
+        with_overrides(Config(), {f"network.{k}": v for k, v in bad.items()})
 
 
 def test_losses_analytic():

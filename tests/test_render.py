@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from disentangled_face import camera, render
-from disentangled_face.render import Light, Renderer, hole_fill_triangles, vertex_normals, visibility
+from disentangled_face.data import render
+from disentangled_face.shape import camera
+from disentangled_face.data.render import Light, Renderer, hole_fill_triangles, vertex_normals, visibility
 
 QUAD_TRIS = np.array([[0, 2, 1], [0, 3, 2]])  # counter-clockwise seen from +z with v down
 
@@ -149,7 +150,7 @@ def test_hole_fill_closes_inner_loops_only():
 
 @pytest.fixture(scope="module")
 def model():
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
     return load_ict_facekit()
 
@@ -165,7 +166,7 @@ def test_face_holes_are_two_eyes_and_mouth(model):
 
 
 def test_face_turned_90_degrees_hides_the_far_side(model):
-    from disentangled_face.synth import render_faces
+    from disentangled_face.data import render_faces
 
     yaw = np.radians([0.0, 90.0, -90.0])
     out = render_faces(model, np.zeros((3, model.n_id)), np.zeros((3, model.n_exp)), yaw)
@@ -194,7 +195,7 @@ def test_visibility_uses_depth_and_image_bounds():
 def test_projection_of_renderer_matches_camera_project(model):
     """The rendered silhouette and camera.project agree: the projected nose tip is on the face,
     and its rendered depth equals camera.depth."""
-    from disentangled_face.synth import render_faces
+    from disentangled_face.data import render_faces
 
     yaw, pitch = np.radians(30.0), np.radians(10.0)
     out = render_faces(model, np.zeros((1, model.n_id)), np.zeros((1, model.n_exp)), yaw, pitch, 0.0)

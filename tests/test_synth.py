@@ -1,14 +1,16 @@
 """Synthetic protocols: layout, ground truth, determinism, disjoint identities, pairs, caching."""
 
-import copy
-
 import h5py
 import numpy as np
 import pytest
 
-from disentangled_face import camera, synth
+from disentangled_face import data
+from disentangled_face.config import ConfigError, load_config
+from disentangled_face.data import build as synth_build
+from disentangled_face.data.synthset import _REQUIRED
+from disentangled_face.shape import camera
 
-TINY = {"synth": {"seed": 7, "batch": 16, "workers": 1, "protocols": {
+TINY = {"seed": 7, "batch": 16, "workers": 1, "protocols": {
     "train": {"subjects": 4, "images_per_subject": 5},
     "lfw-like": {"folds": 10, "subjects_per_fold": 3, "images_per_subject": 2,
                  "same_pairs_per_fold": 2, "diff_pairs_per_fold": 3},
@@ -18,18 +20,17 @@ TINY = {"synth": {"seed": 7, "batch": 16, "workers": 1, "protocols": {
     "micc-like": {"subjects": 2, "images_per_subject": 3, "blur_sigma_px": [1.0, 2.0], "noise_std": [5.0, 10.0],
                   "light": {"ambient": [0.03, 0.1], "diffuse": [0.9, 1.2], "azimuth_deg": 90.0,
                             "elevation_deg": [-45.0, 70.0], "tint": 0.25}},
-}}}
+}}
 
 
 def tiny(**changes):
-    cfg = copy.deepcopy(TINY)
-    cfg["synth"].update(changes)
-    return cfg
+    """The tiny ``synth`` section (a validated SynthConfig), with top-level keys changed."""
+    return load_config("book", {f"synth.{k}": v for k, v in {**TINY, **changes}.items()}).synth
 
 
 @pytest.fixture(scope="module")
 def model():
-    from disentangled_face.model import load_ict_facekit
+    from disentangled_face.shape import load_ict_facekit
 
     return load_ict_facekit()
 
@@ -37,21 +38,21 @@ def model():
 @pytest.fixture(scope="module")
 def built(model, tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
-    paths = {name: synth.build_protocol(name, TINY, model=model, progress=False, path=d / f"{name}.h5")
-             for name in synth.PROTOCOLS}
-    return {name: synth.load_protocol(p) for name, p in paths.items()}
+    paths = {name: data.build_protocol(name, tiny(), model=model, progress=False, path=d / f"{name}.h5")
+             for name in data.PROTOCOLS}
+    return {name: data.load_protocol(p) for name, p in paths.items()}
 
 
 def test_expressions_use_ict_blendshapes(model):
-    assert list(synth.EXPRESSIONS) == ["neutral", "happiness", "disgust", "fear", "anger", "surprise", "sadness"]
-    for name in synth.EXPRESSIONS:
-        v = synth.expression_vector(model, name)
+    assert list(data.EXPRESSIONS) == ["neutral", "happiness", "disgust", "fear", "anger", "surprise", "sadness"]
+    for name in data.EXPRESSIONS:
+        v = data.expression_vector(model, name)
         assert v.shape == (model.n_exp,) and v.min() >= 0 and v.max() <= 1
-        assert (v > 0).sum() == len(synth.EXPRESSIONS[name])
-    happy = synth.expression_vector(model, "happiness", 0.5)
+        assert (v > 0).sum() == len(data.EXPRESSIONS[name])
+    happy = data.expression_vector(model, "happiness", 0.5)
     assert happy[model.exp_names.index("mouthSmile_L")] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown expression"):
-        synth.expression_vector(model, "boredom")
+        data.expression_vector(model, "boredom")
 
 
 def test_layout_of_every_protocol(built, model):
@@ -87,9 +88,9 @@ def test_landmarks_are_the_projected_landmark_vertices(built, model):
 
 def test_faces_are_centred_like_sphereface(built):
     s = built["train"]
-    five = synth._five_points(s.landmarks_true.astype(np.float64))
+    five = data.five_points(s.landmarks_true.astype(np.float64))
     centre = five.mean(1)
-    ref = synth.SPHEREFACE_REFERENCE.mean(0)
+    ref = data.SPHEREFACE_REFERENCE.mean(0)
     # centring plus N(0, 2 px) jitter
     assert np.abs(centre - ref).max() < 8.0
     assert np.abs(centre - ref).mean() < 3.0
@@ -117,29 +118,29 @@ def test_visibility_of_far_side_at_large_yaw(built, model):
 
 def test_identical_config_gives_identical_arrays(built, model, tmp_path):
     a = built["micc-like"]  # exercises per-image blur and noise
-    p = synth.build_protocol("micc-like", TINY, model=model, progress=False, path=tmp_path / "m.h5")
-    b = synth.load_protocol(p)
-    for key in synth._REQUIRED[1:] + ("blur_sigma", "noise_std"):
+    p = data.build_protocol("micc-like", tiny(), model=model, progress=False, path=tmp_path / "m.h5")
+    b = data.load_protocol(p)
+    for key in _REQUIRED[1:] + ("blur_sigma", "noise_std"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
     np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
     # another draw-call batch size: same parameters, images equal up to a grey level in a few pixels
-    p = synth.build_protocol("micc-like", tiny(batch=4), model=model, progress=False, path=tmp_path / "b.h5")
-    d = synth.load_protocol(p)
+    p = data.build_protocol("micc-like", tiny(batch=4), model=model, progress=False, path=tmp_path / "b.h5")
+    d = data.load_protocol(p)
     for key in ("landmarks", "label", "alpha_id", "alpha_exp", "yaw", "scale", "trans"):
         np.testing.assert_array_equal(getattr(a, key), getattr(d, key), err_msg=key)
     diff = np.abs(np.asarray(a.images, np.int16) - np.asarray(d.images, np.int16))
     assert (diff > 0).mean() < 0.01 and diff.max() <= 12  # noise and blur spread a one-level change
-    c = synth.load_protocol(synth.build_protocol("micc-like", tiny(seed=8), model=model, progress=False,
-                                                 path=tmp_path / "c.h5"))
+    c = data.load_protocol(data.build_protocol("micc-like", tiny(seed=8), model=model, progress=False,
+                                               path=tmp_path / "c.h5"))
     assert not np.array_equal(a.alpha_id, c.alpha_id)
     assert not np.array_equal(np.asarray(a.images), np.asarray(c.images))
 
 
 def test_worker_processes_give_the_same_data(built, model, tmp_path):
-    one = synth.load_protocol(synth.build_protocol("train", tiny(batch=4, workers=1), model=model,
-                                                   progress=False, path=tmp_path / "1.h5"))
-    two = synth.load_protocol(synth.build_protocol("train", tiny(batch=4, workers=2), model=model,
-                                                   progress=False, path=tmp_path / "2.h5"))
+    one = data.load_protocol(data.build_protocol("train", tiny(batch=4, workers=1), model=model,
+                                                 progress=False, path=tmp_path / "1.h5"))
+    two = data.load_protocol(data.build_protocol("train", tiny(batch=4, workers=2), model=model,
+                                                 progress=False, path=tmp_path / "2.h5"))
     np.testing.assert_array_equal(np.asarray(two.images), np.asarray(one.images))
     np.testing.assert_array_equal(two.visible, one.visible)
     np.testing.assert_array_equal(two.landmarks, built["train"].landmarks)
@@ -148,12 +149,12 @@ def test_worker_processes_give_the_same_data(built, model, tmp_path):
 def test_identities_are_disjoint_between_train_and_tests(built):
     train = built["train"]
     train_codes = {row.tobytes() for row in train.alpha_id}
-    for name in synth.PROTOCOLS[1:]:
+    for name in data.PROTOCOLS[1:]:
         s = built[name]
         assert not set(s.subject_id) & set(train.subject_id)
         assert not {row.tobytes() for row in s.alpha_id} & train_codes
     # subjects are reproducible from their global id alone
-    np.testing.assert_array_equal(train.alpha_id[0], synth.subject_codes(
+    np.testing.assert_array_equal(train.alpha_id[0], data.subject_codes(
         _model_stub(train.alpha_id.shape[1]), 7, [int(train.subject_id[0])])[0])
 
 
@@ -211,9 +212,9 @@ def test_ytf_like_frames_are_low_resolution(built):
 def test_bu3dfe_like_expressions_and_sweep(built, model):
     s = built["bu3dfe-like"]
     expr = s.expression[~s.sweep]
-    assert set(expr) == set(synth.EXPRESSIONS)
+    assert set(expr) == set(data.EXPRESSIONS)
     for i in np.flatnonzero(~s.sweep):
-        np.testing.assert_allclose(s.alpha_exp[i], synth.expression_vector(model, s.expression[i], s.intensity[i]))
+        np.testing.assert_allclose(s.alpha_exp[i], data.expression_vector(model, s.expression[i], s.intensity[i]))
         assert s.yaw[i] == 0
     sweep = s.sweep & (s.label == 0)
     np.testing.assert_allclose(np.degrees(s.yaw[sweep]), np.arange(-90, 91, 10), atol=1e-4)
@@ -227,7 +228,7 @@ def test_micc_like_is_degraded(built):
 
 
 def test_interrupted_build_leaves_no_file(model, tmp_path, monkeypatch):
-    real = synth._render_plan
+    real = synth_build._render_plan
 
     def interrupted(*args, **kwargs):
         for k, item in enumerate(real(*args, **kwargs)):
@@ -235,74 +236,87 @@ def test_interrupted_build_leaves_no_file(model, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(synth, "_render_plan", interrupted)
+    monkeypatch.setattr(synth_build, "_render_plan", interrupted)
     target = tmp_path / "train.h5"
     with pytest.raises(KeyboardInterrupt):
-        synth.build_protocol("train", tiny(batch=4), model=model, progress=False, path=target)
+        data.build_protocol("train", tiny(batch=4), model=model, progress=False, path=target)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cache_is_keyed_by_config(model, tmp_path, monkeypatch):
     monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path))
-    p1 = synth.build_protocol("micc-like", TINY, model=model, progress=False)
+    p1 = data.build_protocol("micc-like", tiny(), model=model, progress=False)
     assert p1.parent == tmp_path / "synth" and p1.name.startswith("micc-like-") and p1.suffix == ".h5"
     mtime = p1.stat().st_mtime_ns
-    assert synth.build_protocol("micc-like", TINY, model=model, progress=False) == p1
+    assert data.build_protocol("micc-like", tiny(), model=model, progress=False) == p1
     assert p1.stat().st_mtime_ns == mtime  # not rebuilt
-    assert synth.protocol_path("micc-like", tiny(workers=3), model) == p1  # worker count not hashed
-    assert synth.protocol_path("micc-like", tiny(seed=9), model) != p1
+    assert data.protocol_path("micc-like", tiny(workers=3), model) == p1  # worker count not hashed
+    assert data.protocol_path("micc-like", tiny(seed=9), model) != p1
     with h5py.File(p1) as h5:
         assert h5.attrs["protocol"] == "micc-like" and "seed" in h5.attrs["config"]
 
 
 def test_bad_configs_raise():
-    with pytest.raises(ValueError, match="unknown protocol"):
-        synth.protocol_config("casia", TINY)
-    bad = copy.deepcopy(TINY)
-    bad["synth"]["protocols"]["lfw-like"]["same_pairs_per_fold"] = 50
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        data.protocol_config("casia", tiny())
+    with pytest.raises(TypeError, match="cfg.synth"):
+        data.protocol_path("train", "book")  # a profile name is no longer accepted
+    bad = tiny(protocols={**TINY["protocols"], "lfw-like": {**TINY["protocols"]["lfw-like"], "same_pairs_per_fold": 50}})
     with pytest.raises(ValueError, match="same pairs per fold"):
-        synth.plan_protocol("lfw-like", synth.protocol_config("lfw-like", bad), _model_stub(3))
-    bad = copy.deepcopy(TINY)
-    del bad["synth"]["protocols"]["train"]["subjects"]
-    with pytest.raises(ValueError, match="lacks"):
-        synth.plan_protocol("train", synth.protocol_config("train", bad), _model_stub(3))
+        data.plan_protocol("lfw-like", bad, _model_stub(3))
+    # a missing size is refused when the profile is read, naming the key's path
+    train = {k: v for k, v in TINY["protocols"]["train"].items() if k != "subjects"}
+    with pytest.raises(ConfigError, match=r"synth\.protocols\.train\.subjects: missing"):
+        tiny(protocols={**TINY["protocols"], "train": train})
+
+
+def test_misspelt_synth_key_raises():
+    """``synth.sed: 1`` (a new user's typo of ``seed``) was accepted silently and changed the cache
+    file name; it is refused with the key's path."""
+    with pytest.raises(ConfigError, match=r"synth\.sed: unknown key; expected one of \[.*'seed'"):
+        load_config("book", {"synth.sed": 1})
+    with pytest.raises(ConfigError, match=r"synth\.protocols\.micc-like\.noise_sd: unknown key"):
+        load_config("book", {"synth.protocols.micc-like.noise_sd": [1.0, 2.0]})
+    with pytest.raises(ConfigError, match=r"synth\.seed: "):
+        load_config("book", {"synth.seed": "2018"})
 
 
 def test_load_protocol_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        synth.load_protocol(tmp_path / "nope.h5")
+        data.load_protocol(tmp_path / "nope.h5")
     with h5py.File(tmp_path / "x.h5", "w") as h5:
         h5["images"] = np.zeros((1, 112, 96, 3), np.uint8)
     with pytest.raises(ValueError, match="missing datasets"):
-        synth.load_protocol(tmp_path / "x.h5")
+        data.load_protocol(tmp_path / "x.h5")
 
 
 def test_book_profile_sizes_are_recorded():
     for profile in ("book", "paper"):
-        cfg = synth.synth_config(profile)
-        assert set(cfg["protocols"]) == set(synth.PROTOCOLS)
-        for name in synth.PROTOCOLS:
-            assert synth.protocol_config(name, profile)["protocol"] == name
-    paper = synth.protocol_config("train", "paper")
-    assert (paper["subjects"], paper["images_per_subject"]) == (10575, 46)
-    lfw = synth.protocol_config("lfw-like", "paper")
+        cfg = load_config(profile).synth
+        assert set(cfg.protocols.to_dict()) == set(data.PROTOCOLS)
+        for name in data.PROTOCOLS:
+            assert data.protocol_config(name, cfg)["protocol"] == name
+    paper = load_config("paper").synth
+    train = data.protocol_config("train", paper)
+    assert (train["subjects"], train["images_per_subject"]) == (10575, 46)
+    lfw = data.protocol_config("lfw-like", paper)
     assert (lfw["folds"], lfw["same_pairs_per_fold"], lfw["diff_pairs_per_fold"]) == (10, 300, 300)
 
 
 def test_landmark_noise(model):
     B = 4
-    out = synth.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
+    out = data.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
                              landmark_noise_px=2.0, rng=[1, 2, 3, 4])
     d = out.landmarks - out.landmarks_true
     assert 1.6 < d.std() < 2.4
-    again = synth.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
+    again = data.render_faces(model, np.zeros((B, model.n_id)), np.zeros((B, model.n_exp)), np.zeros(B),
                                landmark_noise_px=2.0, rng=[1, 2, 3, 4])
     np.testing.assert_array_equal(out.landmarks, again.landmarks)
 
 
 def test_protocol_sizes_match_the_built_files(built):
     for name, s in built.items():
-        sizes = synth.protocol_sizes(name, TINY)
+        sizes = data.protocol_sizes(name, tiny())
         assert (sizes["subjects"], sizes["images"]) == (s.n_subjects, len(s))
         assert sizes["pairs"] == (0 if s.pairs is None else len(s.pairs))
         if s.sequence is not None:

@@ -224,10 +224,9 @@ class SynthConfig(_Section):
         ConfigError
             Unknown protocol, or the profile has no entry for it.
         """
-        from .data.protocols import PROTOCOLS  # noqa: PLC0415 - the names live with the data
-
-        if name not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {name!r}: expected one of {PROTOCOLS}")
+        names = [f.alias or n for n, f in ProtocolsConfig.model_fields.items()]
+        if name not in names:
+            raise ConfigError(f"unknown protocol {name!r}: expected one of {names}")
         prot = self.protocols.get(name)
         if prot is None:
             raise ConfigError(f"synth.protocols.{name}: missing; the profile must give its sizes "
@@ -597,12 +596,3 @@ def section_hash(*parts: Any, length: int = 10) -> str:
     """Hash of validated sections (and plain JSON-able extras) for cache and run keys."""
     return config_hash([p.to_dict() if isinstance(p, _Section) else p for p in parts], length)
 
-
-def load_profile(profile: str | os.PathLike = "book") -> dict[str, Any]:  # TRANSITION: removed when the refactor lands
-    """Deprecated during the refactor: the profile as a plain validated dict."""
-    if isinstance(profile, dict):
-        return profile
-    cfg = load_config(profile)
-    out = cfg.to_dict()
-    out["fitting"] = {**out["fitting"], "chunk": cfg.targets.chunk, "detector": cfg.landmarks.detector}
-    return out

@@ -1,0 +1,287 @@
+"""Every method's outputs on a test protocol, computed once and cached for chapters 7-11.
+
+The runners (:mod:`.runs`) need, for each test protocol, the reconstructions and features of
+every method of :data:`.methods.METHODS`. They come from the trained networks
+(:func:`trained_networks`, through :func:`disentangled_face.training.train_pipeline`, which
+loads chapter 6's checkpoints) and from the single-image 3DMM fitter
+(:func:`disentangled_face.fitting.fit_subjects`), and are cached under
+``data/experiments/<hash of the validated configuration>/`` (:func:`cache_dir`):
+
+* ``<protocol>-fit.npz``: the fitted codes (independent of the networks);
+* ``<protocol>-<networks_fingerprint>-codes.npz``: the networks' codes and features, keyed by
+  a hash of the weights, so retrained networks never read codes cached from older ones.
+
+:func:`method_outputs` decodes the cached codes into shapes (mm) and features per method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .. import fitting, training
+from ..config import Config, ExperimentsConfig, section_hash
+from ..data import build_protocol, load_protocol, to_network_input
+from ..data.torch_dataset import FaceImageDataset
+from ..paths import atomic_path, data_dir
+from ..shape import MorphableModel, load_model
+from ..networks.inference import encode, features
+from ..methods import METHODS
+
+__all__ = ["CACHE_VERSION", "cache_dir", "load_morphable", "load_set", "net_images", "pairs_arrays",
+           "trained_networks", "networks_fingerprint", "fit_overrides", "fit_codes", "protocol_codes",
+           "method_outputs", "sample_images"]
+
+#: Bumped when what the runners cache changes (part of the cache key).
+CACHE_VERSION = 1
+
+#: Prefix of the cached code arrays of each checkpoint (``p1_c_id``, ``p3_c_res`` ...).
+_CODE_PREFIX = {"phase1": "p1", "phase3": "p3"}
+
+#: Trained networks already loaded in this process, keyed by :func:`cache_dir`.
+_NETWORKS: dict = {}
+
+
+def _require_config(cfg) -> Config:
+    if not isinstance(cfg, Config):
+        raise TypeError(f"expected the validated Config (cfg = load_config(PROFILE)), got {type(cfg).__name__}")
+    return cfg
+
+
+def cache_dir(cfg: Config) -> Path:
+    """``data/experiments/<hash>/``, keyed by every validated section that changes the results
+    (``model``, ``synth``, ``fitting``, ``network``, ``train``, ``experiments``).
+
+    Raises
+    ------
+    TypeError
+        When ``cfg`` is not a :class:`~disentangled_face.config.Config` (a profile name, say).
+    """
+    _require_config(cfg)
+    key = section_hash(cfg.model, cfg.synth, cfg.fitting, cfg.network, cfg.train, cfg.experiments,
+                       {"version": CACHE_VERSION})
+    return data_dir("experiments", key)
+
+
+def load_morphable(cfg: Config) -> MorphableModel:
+    """The morphable model named by ``cfg.model`` (ICT-FaceKit), see :func:`..shape.load_model`."""
+    return load_model(_require_config(cfg).model)
+
+
+def load_set(cfg: Config, protocol: str):
+    """The synthetic protocol ``protocol`` of ``cfg.synth`` (built on first use), a ``SynthSet``."""
+    return load_protocol(build_protocol(protocol, _require_config(cfg).synth, progress=False))
+
+
+def net_images(images) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32, the networks' input normalisation
+    (:func:`disentangled_face.data.to_network_input`, the same as in training).
+
+    Raises
+    ------
+    ValueError
+        When ``images`` is not (N, H, W, 3).
+    """
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3), got {x.shape}")
+    return np.ascontiguousarray(to_network_input(x))
+
+
+def pairs_arrays(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data.VerificationPair`` records -> (pairs (P, 2) int, same (P,) bool, fold (P,) int).
+
+    Raises
+    ------
+    ValueError
+        When there is no pair.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("no verification pairs")
+    return (np.array([[p.a, p.b] for p in pairs], np.int64), np.array([p.same for p in pairs], bool),
+            np.array([p.fold for p in pairs], np.int64))
+
+
+def trained_networks(cfg: Config) -> dict:
+    """The trained networks of the configuration: ``phase1`` (3DMM-CNN-like), ``phase2``,
+    ``phase3`` (Proposed) and ``texture``, in eval mode on the CPU.
+
+    They come from :func:`disentangled_face.training.train_pipeline`, which loads the
+    checkpoints chapter 6 wrote under ``data/runs/<hash>/`` (and trains them first when they
+    are missing). Loaded once per process and configuration.
+    """
+    key = str(cache_dir(cfg))
+    if key not in _NETWORKS:
+        tm = training.train_pipeline(cfg, progress=False)
+        _NETWORKS[key] = _networks_from(tm)
+    return _NETWORKS[key]
+
+
+def _networks_from(tm) -> dict:
+    """``{phase: network}`` from :class:`training.TrainedModels` (or a mapping of networks)."""
+    out = {}
+    for phase in ("phase1", "phase2", "phase3", "texture"):
+        net = tm[phase] if isinstance(tm, Mapping) else tm.load(phase)
+        out[phase] = net.eval()
+    return out
+
+
+def networks_fingerprint(nets: Mapping) -> str:
+    """A short SHA-256 of every parameter and buffer of the networks (part of the cache key,
+    so retrained networks never read codes cached from older weights)."""
+    h = hashlib.sha256()
+    for phase in sorted(nets):
+        for k, v in sorted(nets[phase].state_dict().items()):
+            h.update(f"{phase}.{k}".encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def fit_overrides(exp: ExperimentsConfig) -> dict:
+    """Fitter options the experiments change: ``max_iter`` capped by ``experiments.fit_iter``."""
+    return {"max_iter": int(exp.fit_iter)} if exp.fit_iter else {}
+
+
+def _load_npz(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file handle: savez adds no suffix
+        np.savez(fh, **arrays)
+
+
+def fit_codes(cfg: Config, protocol: str) -> dict:
+    """Single-image 3DMM fitting of every image of a protocol, computed once and cached.
+
+    The fit depends on the landmarks and ``cfg.fitting`` (with :func:`fit_overrides`), not on
+    the networks, so it is cached apart from them: ``cache_dir(cfg)/<protocol>-fit.npz``.
+
+    Returns
+    -------
+    dict
+        ``fit_alpha_id`` (N, k_id), ``fit_alpha_exp`` (N, k_exp).
+    """
+    path = cache_dir(cfg) / f"{protocol}-fit.npz"
+    if path.is_file():
+        return _load_npz(path)
+    ds = load_set(cfg, protocol)
+    fit = fitting.fit_subjects(load_morphable(cfg), np.asarray(ds.landmarks), labels=None, options=cfg.fitting,
+                               **fit_overrides(cfg.experiments))
+    out = {"fit_alpha_id": np.asarray(fit.alpha_id), "fit_alpha_exp": np.asarray(fit.alpha_exp)}
+    _save_npz(path, out)
+    return out
+
+
+def _encode_protocol(nets: Mapping, images, batch_size: int) -> dict:
+    """Codes of both encoder-decoder checkpoints and the texture feature, 512 images at a time."""
+    parts: dict[str, list] = {k: [] for k in ("p1_c_id", "p1_c_res", "p3_c_id", "p3_c_res", "texture")}
+    for i in range(0, len(images), 512):
+        x = net_images(images[i:i + 512])
+        for phase, prefix in _CODE_PREFIX.items():
+            a, b = encode(nets[phase], x, batch_size)
+            parts[f"{prefix}_c_id"].append(a), parts[f"{prefix}_c_res"].append(b)
+        parts["texture"].append(features(nets["texture"], x, batch_size))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def protocol_codes(cfg: Config, protocol: str, fit: bool = True) -> dict:
+    """Every method's compact outputs on a test protocol, computed once and cached.
+
+    Parameters
+    ----------
+    cfg : Config
+    protocol : str
+        A test protocol (``lfw-like``, ``ytf-like``, ``bu3dfe-like``, ``micc-like``).
+    fit : bool
+        Include the single-image 3DMM fitting (:func:`fit_codes`).
+
+    Returns
+    -------
+    dict of ndarray
+        ``p1_c_id``, ``p1_c_res`` (Phase I, 3DMM-CNN-like), ``p3_c_id``, ``p3_c_res`` (Phase
+        III, Proposed), ``texture`` (texture network features), cached in
+        ``cache_dir(cfg)/<protocol>-<networks_fingerprint>-codes.npz``; with ``fit`` also
+        ``fit_alpha_id``, ``fit_alpha_exp``.
+    """
+    nets = trained_networks(cfg)
+    path = cache_dir(cfg) / f"{protocol}-{networks_fingerprint(nets)}-codes.npz"
+    if path.is_file():
+        out = _load_npz(path)
+    else:
+        out = _encode_protocol(nets, load_set(cfg, protocol).images, cfg.experiments.batch_size)
+        _save_npz(path, out)
+    if fit:
+        out.update(fit_codes(cfg, protocol))
+    return out
+
+
+def _through_3dmm(net, model: MorphableModel, c_id, c_res, shapes: bool) -> dict:
+    """A Phase I checkpoint: codes -> 3DMM coefficients (its scaler) -> the morphable model.
+    Its feature is the identity coefficients ``alpha_id``."""
+    a_id, a_exp = net.scaler.from_code(torch.as_tensor(c_id), torch.as_tensor(c_res))
+    a_id, a_exp = a_id.numpy(), a_exp.numpy()
+    out = {"feature": a_id}
+    if shapes:
+        out.update(shape=model.shape(a_id, a_exp), identity_shape=model.identity_shape(a_id))
+    return out
+
+
+def _through_decoders(net, c_id, c_res, shapes: bool) -> dict:
+    """A Phase III checkpoint: codes -> its own decoders (Eq. 2). Its feature is ``c_id``."""
+    c_id = torch.as_tensor(c_id)
+    out = {"feature": c_id.numpy()}
+    if shapes:
+        d_id, _, s = net.decode(c_id, torch.as_tensor(c_res))
+        n = net.n_vertices
+        out.update(shape=s.reshape(-1, n, 3).numpy(), identity_shape=(net.s_mean + d_id).reshape(-1, n, 3).numpy())
+    return out
+
+
+def method_outputs(cfg: Config, protocol: str, idx=None, shapes: bool = True, fit: bool = True) -> dict:
+    """Reconstructions and features of every method on a protocol (images ``idx``, default all).
+
+    Parameters
+    ----------
+    shapes : bool
+        Decode the shapes (False: features only, which is all verification needs).
+    fit : bool
+        Include the single-image 3DMM fitting baseline (the slowest method to compute).
+
+    Returns
+    -------
+    dict method display name -> dict with ``shape`` (N, n, 3) mm, ``identity_shape`` (N, n, 3)
+    mm (both absent for the texture network and when ``shapes`` is False) and ``feature`` (N, d).
+    """
+    codes = protocol_codes(cfg, protocol, fit=fit)
+    model = load_morphable(cfg)
+    nets = trained_networks(cfg)
+    sel = slice(None) if idx is None else np.asarray(idx)
+    out = {"texture": {"feature": codes["texture"][sel]}}
+    if fit:
+        a_id, a_exp = codes["fit_alpha_id"][sel], codes["fit_alpha_exp"][sel]
+        out["3DMM fitting"] = {"feature": a_id}
+        if shapes:
+            out["3DMM fitting"].update(shape=model.shape(a_id, a_exp), identity_shape=model.identity_shape(a_id))
+    with torch.no_grad():
+        for m in METHODS.values():
+            if m.source != "checkpoint" or m.decode is None:
+                continue
+            prefix = _CODE_PREFIX[m.phase]
+            c_id, c_res = codes[f"{prefix}_c_id"][sel], codes[f"{prefix}_c_res"][sel]
+            out[m.name] = (_through_3dmm(nets[m.phase], model, c_id, c_res, shapes) if m.decode == "3dmm"
+                           else _through_decoders(nets[m.phase], c_id, c_res, shapes))
+    return out
+
+
+def sample_images(samples, size: tuple[int, int] = (112, 96)) -> np.ndarray:
+    """Network inputs (N, 3, H, W) of :class:`data.FaceSample` records (real or synthetic),
+    read and resized by the training pipeline's dataset (:class:`data.torch_dataset.FaceImageDataset`)."""
+    ds = FaceImageDataset(list(samples), size=size)
+    return np.stack([np.asarray(ds[i]["image"]) for i in range(len(ds))])

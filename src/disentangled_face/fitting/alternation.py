@@ -1,0 +1,258 @@
+"""The alternation of Eq. 7: pose -> expression -> identity, batched over images and subjects.
+
+For images ``i = 1..M`` of one subject the fitter minimises (Eq. 7)::
+
+    E = sum_i ||U_i - U^_i||^2 / s_i^2 + lambda_id ||alpha_id||^2 + lambda_exp sum_i ||alpha_exp_i||^2
+
+:class:`Fitter` holds the problem (N images of S subjects, the model's landmark bases) and its
+three steps, each a linear solve with the other two blocks fixed; :func:`alternate` is the loop
+(paper Sec. 3.3.2: about 7 iterations). Every step keeps each subject's ``E`` from increasing,
+and a subject that has converged keeps its state, so results do not depend on the batching.
+
+The normal equations are formed without the (2L, k) design matrices: with
+``P^T P = I - e_z e_z^T``, ``A^T A = w^2 sum_de (R_2^T R_2)_de G_de`` with constant (k, k)
+blocks ``G_de = sum_l B[:, l, d]^T B[:, l, e]`` of the model, and
+``A^T b = w sum_l B_l^T (R_2^T b_l)`` ("lifting" the 2D residual to 3D), so their cost does not
+grow with the landmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import FittingConfig
+from ..shape import MorphableModel
+from .checks import EXP_SOLVERS, torch_dtype
+from .pose import flip, pose_closed_form, pose_gauss_newton, project_up
+from .solvers import box_ridge, lsq_linear_ridge, spd_solve
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["State", "Fitter", "alternate"]
+
+
+@dataclass
+class State:
+    """The parameters of a fit, as tensors of the fitter's dtype."""
+
+    a_id: torch.Tensor   # (S, k_id)
+    a_exp: torch.Tensor  # (N, k_exp)
+    R: torch.Tensor      # (N, 3, 3)
+    f: torch.Tensor      # (N,)
+    t: torch.Tensor      # (N, 2) camera-plane (v' up)
+
+
+def _g4(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """G4[d, e] = sum_l a[:, l, d]^T b[:, l, e], flattened (9, k_a k_b), from float64 bases."""
+    return torch.as_tensor(np.einsum("kld,jle->dekj", a.astype(np.float64), b.astype(np.float64))
+                           .reshape(9, a.shape[0] * b.shape[0]), dtype=dtype)
+
+
+class Fitter:
+    """Batched alternating fitter over N images of S subjects (all tensors of one dtype).
+
+    Parameters
+    ----------
+    model : MorphableModel
+    y : ndarray (N, L, 2)
+        Landmarks in pixels (u right, v down), already checked.
+    subj : ndarray (N,) int
+        Subject index of every image, in ``[0, n_subj)``.
+    n_subj : int
+    options : FittingConfig
+        ``lambda_id``, ``lambda_exp``, ``dtype``, ``exp_iters``, ``pose_refine``,
+        ``active_set_iters`` are read here.
+    exp_solver : {'torch', 'scipy'}
+    """
+
+    def __init__(self, model: MorphableModel, y: np.ndarray, subj: np.ndarray, n_subj: int,
+                 options: FittingConfig, exp_solver: str = "torch"):
+        if exp_solver not in EXP_SOLVERS:
+            raise ValueError(f"exp_solver must be 'torch' or 'scipy', got {exp_solver!r}")
+        dtype = torch_dtype(options.dtype)
+        mU, iU, eU = model.landmark_bases()
+        self.mean = torch.as_tensor(mU, dtype=dtype)
+        self.idb = torch.as_tensor(iU, dtype=dtype)   # (k_id, L, 3)
+        self.exb = torch.as_tensor(eU, dtype=dtype)   # (k_exp, L, 3)
+        self.Gi, self.Ge, self.Cei = _g4(iU, iU, dtype), _g4(eU, eU, dtype), _g4(eU, iU, dtype)
+        self.y = flip(torch.as_tensor(y, dtype=dtype))
+        self.subj = torch.as_tensor(subj, dtype=torch.long)
+        self.S = n_subj
+        self.lam_id, self.lam_exp = float(options.lambda_id), float(options.lambda_exp)
+        self.bounds = model.exp_bounds
+        self.dtype = dtype
+        self.exp_iters, self.pose_refine, self.exp_solver = options.exp_iters, options.pose_refine, exp_solver
+        self.as_iters = options.active_set_iters
+
+    # ------------------------------------------------------------ shapes and the objective
+    def id_part(self, a_id):
+        return torch.einsum("nk,kld->nld", a_id[self.subj], self.idb)
+
+    def exp_part(self, a_exp):
+        return torch.einsum("nk,kld->nld", a_exp, self.exb)
+
+    def X(self, st: State):
+        """Model landmarks (N, L, 3) mm of the state."""
+        return self.mean + self.id_part(st.a_id) + self.exp_part(st.a_exp)
+
+    def data_term(self, st: State, X=None):
+        X = self.X(st) if X is None else X
+        r = self.y - project_up(X, st.R, st.f, st.t)
+        return (r ** 2).sum((1, 2)) / self.s ** 2
+
+    def objective(self, st: State) -> torch.Tensor:
+        """Per-subject E of Eq. 7, shape (S,)."""
+        per_img = self.data_term(st) + self.lam_exp * (st.a_exp ** 2).sum(-1)
+        E = torch.zeros(self.S, dtype=self.dtype).index_add_(0, self.subj, per_img)
+        return E + self.lam_id * (st.a_id ** 2).sum(-1)
+
+    def sum_subj(self, x):
+        """Sum per-image rows (N, ...) into per-subject rows (S, ...)."""
+        return torch.zeros(self.S, *x.shape[1:], dtype=self.dtype).index_add_(0, self.subj, x)
+
+    def rmse_px(self, st: State) -> torch.Tensor:
+        """Landmark reprojection RMSE per image (N,), pixels."""
+        return ((self.y - project_up(self.X(st), st.R, st.f, st.t)) ** 2).sum(-1).mean(-1).sqrt()
+
+    def start(self) -> State:
+        """The starting point: alpha_id = alpha_exp = 0, identity camera."""
+        N = self.y.shape[0]
+        return State(torch.zeros(self.S, self.idb.shape[0], dtype=self.dtype),
+                     torch.zeros(N, self.exb.shape[0], dtype=self.dtype),
+                     torch.eye(3, dtype=self.dtype).expand(N, 3, 3).clone(),
+                     torch.ones(N, dtype=self.dtype), torch.zeros(N, 2, dtype=self.dtype))
+
+    # ------------------------------------------------------------ normal equations
+    def lifted(self, st: State, X):
+        """w (N,), residual lifted to 3D c (N, L, 3), scaled by 1/s, for the model points X."""
+        b = (self.y - project_up(X, st.R, st.f, st.t)) / self.s[:, None, None]
+        return st.f / self.s, b @ st.R[:, :2, :]
+
+    def Q(self, st: State) -> torch.Tensor:
+        """w^2 R_2^T R_2 per image, flattened (N, 9): the weights of the constant G4 blocks."""
+        w = st.f / self.s
+        R2 = st.R[:, :2, :]
+        return ((w * w)[:, None, None] * (R2.transpose(1, 2) @ R2)).reshape(-1, 9)
+
+    @staticmethod
+    def combine(Q: torch.Tensor, G4: torch.Tensor, k1: int, k2: int) -> torch.Tensor:
+        """``sum_de Q_de G4[d, e]`` per row of Q: (rows, k1, k2)."""
+        return (Q @ G4).reshape(-1, k1, k2)
+
+    def normal(self, st: State, basis, G4, fixed_X, per_subject: bool = False):
+        """H = A^T A (N or S, k, k) and g = A^T b (N, k) of one linear block (its code excluded)."""
+        w, c = self.lifted(st, fixed_X)
+        Q = self.Q(st)
+        if per_subject:
+            Q = self.sum_subj(Q)
+        k = basis.shape[0]
+        g = w[:, None] * torch.einsum("nld,kld->nk", c, basis)
+        return self.combine(Q, G4, k, k), g
+
+    def design(self, basis, st: State, fixed_X):
+        """Explicit A (N, 2L, k) and b (N, 2L) of a linear block (reference path only)."""
+        w = (st.f / self.s)[:, None, None, None]
+        A = w * torch.einsum("kld,ned->nlek", basis, st.R[:, :2, :])
+        b = (self.y - project_up(fixed_X, st.R, st.f, st.t)) / self.s[:, None, None]
+        N, L = b.shape[:2]
+        return A.reshape(N, 2 * L, -1), b.reshape(N, 2 * L)
+
+    # ------------------------------------------------------------ the three steps
+    def pose_step(self, st: State, first: bool) -> State:
+        """Per image: closed-form pose + Gauss-Newton, kept where it lowers the data term.
+
+        The first call also fixes ``s`` (the scale of the first pose estimate, pixels per mm)
+        that makes the data term of Eq. 7 read in mm^2.
+        """
+        X = self.X(st)
+        f, R, t = pose_closed_form(X, self.y)
+        f, R, t = pose_gauss_newton(X, self.y, f, R, t, self.pose_refine)
+        if first:
+            self.s = f.clone()
+            return State(st.a_id, st.a_exp, R, f, t)
+        old = self.data_term(st, X)
+        new = self.data_term(State(st.a_id, st.a_exp, R, f, t), X)
+        ok = new <= old
+        return State(st.a_id, st.a_exp, torch.where(ok[:, None, None], R, st.R),
+                     torch.where(ok, f, st.f), torch.where(ok[:, None], t, st.t))
+
+    def exp_step(self, st: State) -> State:
+        """Per image: ridge least squares of alpha_exp, box-constrained to the blendshape range."""
+        fixed = self.mean + self.id_part(st.a_id)
+        H, g = self.normal(st, self.exb, self.Ge, fixed)
+        H = H + self.lam_exp * torch.eye(H.shape[-1], dtype=self.dtype)
+        if self.bounds is None:
+            a = torch.linalg.solve(H, g)
+        elif self.exp_solver == "scipy":
+            A, b = self.design(self.exb, st, fixed)
+            a = torch.as_tensor(lsq_linear_ridge(A.numpy(), b.numpy(), self.lam_exp, self.bounds), dtype=self.dtype)
+        else:
+            a = box_ridge(H, g, st.a_exp, self.bounds[0], self.bounds[1], self.exp_iters, self.as_iters)
+        return State(st.a_id, a, st.R, st.f, st.t)
+
+    def id_step(self, st: State) -> State:
+        """Per subject: ridge least squares of alpha_id jointly over all of its images."""
+        H, g = self.normal(st, self.idb, self.Gi, self.mean + self.exp_part(st.a_exp), per_subject=True)
+        k = H.shape[-1]
+        H = H + self.lam_id * torch.eye(k, dtype=self.dtype)
+        if self.lam_id == 0:  # keep solvable for subjects with too few constraints
+            H = H + 1e-10 * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] * torch.eye(k, dtype=self.dtype)
+        return State(spd_solve(H, self.sum_subj(g)), st.a_exp, st.R, st.f, st.t)
+
+    def merge(self, keep_new: torch.Tensor, new: State, old: State) -> State:
+        """Per subject: ``new`` where ``keep_new`` (S,) else ``old``."""
+        k, ki = keep_new, keep_new[self.subj]
+        return State(torch.where(k[:, None], new.a_id, old.a_id), torch.where(ki[:, None], new.a_exp, old.a_exp),
+                     torch.where(ki[:, None, None], new.R, old.R), torch.where(ki, new.f, old.f),
+                     torch.where(ki[:, None], new.t, old.t))
+
+
+def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False):
+    """The alternation of Eq. 7 from ``alpha_id = alpha_exp = 0``: pose -> expression -> identity.
+
+    A subject stops when the relative change of its E over one iteration falls below ``tol``
+    (it then keeps its state while the others go on), or after ``max_iter`` iterations.
+
+    Returns
+    -------
+    state : State
+    history : list of ndarray (S,)
+        Every subject's E after every step.
+    steps : list of str
+        ``"pose"``, ``"expression"``, ``"identity"`` for each entry of ``history``.
+    n_iter : int
+        Iterations run (the slowest subject's).
+    converged : bool
+        Whether every subject stopped before ``max_iter``.
+    subject_iters : ndarray (S,) int
+        Iterations each subject ran.
+    """
+    st, history, steps = fitter.start(), [], []
+    n_iter, converged, prev = 0, False, None
+    active = torch.ones(fitter.S, dtype=torch.bool)      # subjects still iterating
+    subject_iters = np.zeros(fitter.S, np.int64)
+    for it in range(max_iter):
+        old, first = st, it == 0
+        for name, step in (("pose", lambda s: fitter.pose_step(s, first)), ("expression", fitter.exp_step),
+                           ("identity", fitter.id_step)):
+            new = step(st)
+            st = new if first else fitter.merge(active, new, old)   # a converged subject keeps its state
+            history.append(fitter.objective(st).numpy()); steps.append(name)
+        E = history[-1]
+        prev = history[-3] if first else prev                       # E after the first pose step
+        n_iter = it + 1
+        subject_iters = subject_iters + active.numpy()
+        rel = np.abs(prev - E) / np.maximum(np.abs(prev), 1e-300)
+        if verbose:
+            logger.info("iteration %d: E = %.6g (max relative change %.3g)", n_iter, E.sum(), rel.max())
+        if not first:
+            active &= torch.as_tensor(rel >= tol)
+        if not bool(active.any()):
+            converged = True
+            break
+        prev = E
+    return st, history, steps, n_iter, converged, subject_iters

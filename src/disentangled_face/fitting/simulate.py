@@ -1,0 +1,213 @@
+"""Checking the fitter on landmarks of known faces: simulation and shape errors.
+
+:func:`simulate_landmarks` draws subjects from the model's prior and projects their landmarks
+with known cameras (Eq. 6); :func:`identity_error_vs_images` measures how the identity error of
+the multi-image fit falls with the images per subject (chapter 3); :func:`shape_rmse` and
+:func:`shape_errors` compare fitted shapes with the truth (mm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import FittingConfig
+from ..shape import MorphableModel, camera
+from .api import fit_subjects
+
+__all__ = ["SyntheticLandmarks", "simulate_landmarks", "shape_rmse", "identity_error_vs_images", "shape_errors"]
+
+
+@dataclass
+class SyntheticLandmarks:
+    """Landmarks of known faces under known cameras (for checking the fitter).
+
+    Attributes: ``landmarks`` (N, L, 2) pixels (noisy), ``clean`` (N, L, 2) noiseless,
+    ``label`` (N,), ``alpha_id`` (S, k_id) per subject, ``alpha_exp`` (N, k_exp), ``R`` (N, 3, 3),
+    ``f`` (N,), ``t`` (N, 2), ``yaw``/``pitch``/``roll`` (N,) radians.
+    """
+
+    landmarks: np.ndarray
+    clean: np.ndarray
+    label: np.ndarray
+    alpha_id: np.ndarray
+    alpha_exp: np.ndarray
+    R: np.ndarray
+    f: np.ndarray
+    t: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    roll: np.ndarray
+
+
+def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, noise_px: float = 0.0,
+                       yaw_deg: tuple[float, float] = (-80.0, 80.0), pitch_deg: float = 15.0,
+                       roll_deg: float = 10.0, f: float = 0.5, image_size: tuple[int, int] = (112, 96),
+                       exp_scale: float = 1.0, seed: int | None = 0) -> SyntheticLandmarks:
+    """Draw subjects from the model's prior and project their landmarks (Eq. 6) with known cameras.
+
+    Parameters
+    ----------
+    model : MorphableModel
+    n_subjects, n_images : int
+        Subjects, and images per subject.
+    noise_px : float
+        Standard deviation of Gaussian noise added to every coordinate (pixels).
+    yaw_deg : (low, high)
+        Uniform yaw range (degrees); pitch and roll uniform in ``+-pitch_deg``, ``+-roll_deg``.
+    f : float
+        Scale in pixels per mm (0.5 puts a ~184 mm wide face model in a 96 px wide image).
+    image_size : (height, width)
+        The principal point is the image centre.
+    exp_scale : float
+        Upper end of the expression weights drawn (:meth:`MorphableModel.sample`).
+    seed : int, optional
+
+    Returns
+    -------
+    SyntheticLandmarks
+
+    Raises
+    ------
+    ValueError
+        When ``n_subjects`` or ``n_images`` is below 1.
+    """
+    if n_subjects < 1 or n_images < 1:
+        raise ValueError(f"n_subjects and n_images must be >= 1, got {n_subjects}, {n_images}")
+    rng = np.random.default_rng(seed)
+    N = n_subjects * n_images
+    a_id, _ = model.sample(n_subjects, rng)
+    _, a_exp = model.sample(N, rng, exp_scale=exp_scale)
+    label = np.repeat(np.arange(n_subjects), n_images)
+    yaw = np.radians(rng.uniform(*yaw_deg, N))
+    pitch = np.radians(rng.uniform(-pitch_deg, pitch_deg, N))
+    roll = np.radians(rng.uniform(-roll_deg, roll_deg, N))
+    R = camera.rotation_from_euler(yaw, pitch, roll)
+    fs = np.full(N, float(f)) * rng.uniform(0.9, 1.1, N)
+    h, w = image_size
+    t = np.stack([w / 2 + rng.uniform(-3, 3, N), h / 2 + rng.uniform(-3, 3, N)], -1)
+    pts = model.landmarks_of(model.shape(a_id[label], a_exp)).astype(np.float64)
+    clean = camera.project(pts, R, fs, t)
+    noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean.copy()
+    return SyntheticLandmarks(noisy, clean, label, a_id, a_exp, R, fs, t, yaw, pitch, roll)
+
+
+def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
+               align_on: np.ndarray | None = None) -> np.ndarray:
+    """Per-shape RMSE (mm) of vertex distances between (B, n, 3) shapes ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (n, 3) or (B, n, 3), mm
+        Estimate and truth (same topology).
+    vertices : ndarray of int, optional
+        Measure over these vertices only (default: all).
+    align_on : ndarray of int, optional
+        When given, ``a`` is first mapped onto ``b`` by the least-squares similarity transform
+        (scale, rotation, translation;
+        :func:`disentangled_face.evaluation.metrics.similarity_procrustes`) of these vertices
+        (for example the 68 landmarks, as in the paper's Sec. 4.1). Without it no alignment is
+        done.
+
+    Returns
+    -------
+    ndarray (B,) or float
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ or are not (..., n, 3).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.shape[-1] != 3:
+        raise ValueError(f"shapes must match and be (..., n, 3), got {a.shape} and {b.shape}")
+    if align_on is not None:
+        from ..evaluation.metrics.procrustes import apply_similarity, similarity_procrustes
+
+        c, R, t = similarity_procrustes(a[..., align_on, :], b[..., align_on, :])
+        a = apply_similarity(a, c, R, t)
+    d = a - b if vertices is None else (a - b)[..., vertices, :]
+    return np.sqrt((d ** 2).sum(-1).mean(-1))
+
+
+def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1, 2, 4, 8, 16),
+                             n_subjects: int = 20, noise_px: float = 1.0, seed: int = 0,
+                             options: FittingConfig | None = None, **overrides: Any) -> dict[str, np.ndarray]:
+    """Identity error of the multi-image fit against the number of images per subject.
+
+    ``n_subjects`` random subjects are each seen in ``max(n_images)`` random poses with
+    ``noise_px`` landmark noise; for each ``M`` in ``n_images`` their first ``M`` images are
+    fitted with :func:`~disentangled_face.fitting.fit_subjects` (``options``, e.g.
+    ``cfg.fitting``, and keyword ``overrides`` of single options); the error is
+    the RMSE (mm) between the fitted and the true neutral identity shapes
+    ``s_mean + A_id alpha_id``: with no alignment over the whole mesh (``rmse_mesh``) and over
+    the 68 landmark vertices (``rmse_landmarks``), and over the whole mesh after a similarity
+    alignment on the 68 landmarks (``rmse_mesh_aligned``; weak perspective cannot see a face's
+    absolute size, which the scale of that alignment removes).
+
+    Returns
+    -------
+    dict
+        ``n_images`` (K,); ``rmse_mesh``, ``rmse_landmarks``, ``rmse_mesh_aligned``
+        (K, n_subjects) mm; ``reproj_px`` (K,) mean landmark reprojection RMSE.
+    """
+    n_images = [int(M) for M in n_images]
+    syn = simulate_landmarks(model, n_subjects, max(n_images), noise_px=noise_px, seed=seed)
+    true = model.identity_shape(syn.alpha_id)
+    pos = np.arange(len(syn.label)) % max(n_images)   # image index within its subject
+    mesh, lmk, mesh_al, rep = [], [], [], []
+    for M in n_images:           # the same subjects each time, seen in their first M images
+        sel = pos < M
+        fit = fit_subjects(model, syn.landmarks[sel], syn.label[sel], options, **overrides)
+        est = model.identity_shape(fit.subject_alpha_id)
+        mesh.append(shape_rmse(est, true))
+        lmk.append(shape_rmse(est, true, model.landmarks))
+        mesh_al.append(shape_rmse(est, true, align_on=model.landmarks))
+        rep.append(fit.rmse_px.mean())
+    return dict(n_images=np.asarray(n_images), rmse_mesh=np.array(mesh), rmse_landmarks=np.array(lmk),
+                rmse_mesh_aligned=np.array(mesh_al), reproj_px=np.array(rep))
+
+
+def shape_errors(model: MorphableModel, alpha_id: Any, alpha_exp: Any, true_alpha_id: Any,
+                 true_alpha_exp: Any, chunk: int = 256) -> dict[str, np.ndarray]:
+    """Per-image errors of fitted shapes against ground truth, over the whole mesh (mm).
+
+    Parameters
+    ----------
+    model : MorphableModel
+    alpha_id, alpha_exp : ndarray (N, k_id), (N, k_exp)
+        Fitted codes per image.
+    true_alpha_id, true_alpha_exp : ndarray (N, k_id), (N, k_exp)
+        Ground-truth codes.
+    chunk : int
+        Images per batch (bounds memory: a batch holds 2 x chunk x n x 3 floats).
+
+    Returns
+    -------
+    dict of ndarray (N,)
+        ``shape_raw`` (full shape ``s``, no alignment), ``shape_aligned`` (after the similarity
+        transform fitted on the 68 landmark vertices), ``identity_aligned`` (neutral identity
+        shape ``s_mean + A_id alpha_id``, similarity-aligned), all RMSE over the n vertices, mm.
+
+    Raises
+    ------
+    ValueError
+        When the code arrays do not have N rows of the model's sizes.
+    """
+    arrs = [np.asarray(a, np.float32) for a in (alpha_id, alpha_exp, true_alpha_id, true_alpha_exp)]
+    N = arrs[0].shape[0]
+    for a, k, nm in zip(arrs, (model.n_id, model.n_exp) * 2, ("alpha_id", "alpha_exp", "true_alpha_id", "true_alpha_exp")):
+        if a.shape != (N, k):
+            raise ValueError(f"{nm} must have shape ({N}, {k}), got {a.shape}")
+    out = {k: np.zeros(N) for k in ("shape_raw", "shape_aligned", "identity_aligned")}
+    L = model.landmarks
+    for i in range(0, N, chunk):
+        sl = slice(i, i + chunk)
+        est, true = model.shape(arrs[0][sl], arrs[1][sl]), model.shape(arrs[2][sl], arrs[3][sl])
+        out["shape_raw"][sl] = shape_rmse(est, true)
+        out["shape_aligned"][sl] = shape_rmse(est, true, align_on=L)
+        out["identity_aligned"][sl] = shape_rmse(model.identity_shape(arrs[0][sl]),
+                                                 model.identity_shape(arrs[2][sl]), align_on=L)
+    return out

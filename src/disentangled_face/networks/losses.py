@@ -1,0 +1,116 @@
+"""Losses of the three training phases (paper Eq. 5, Sec. 3.3.2-3.3.3).
+
+Normalisation and units, used consistently by every phase:
+
+* **Reconstruction** ``L_R`` (Euclidean): for shapes ``s_pred``, ``s_fit`` of n vertices in mm,
+
+  .. math:: L_R = \\frac{1}{B} \\sum_b \\frac{1}{n} \\lVert s^{(b)}_{pred} - s^{(b)}_{fit} \\rVert_2^2
+
+  in **mm²**: the mean over the batch of the mean squared per-vertex distance, so
+  ``sqrt(L_R)`` is the root-mean-square vertex error in mm. ``s_fit`` is the fitted shape
+  ``model.shape(alpha_id, alpha_exp)`` (Eq. 3) of the image's multi-image 3DMM fit (Sec. 3.3.2).
+* **Identification** ``L_C``: softmax cross-entropy (natural log, mean over the batch) of a
+  linear classifier on ``c_id`` over the training subjects.
+* **Joint** (Eq. 5): ``L = lambda_r * L_R + L_C``.
+* **Code regression** (Phase I): ``mean_b (||c_id - c_id*||² + ||c_res - c_res*||²)``, codes
+  dimensionless in [-1, 1] (the scaled fitted coefficients, see :class:`~disentangled_face.networks.CodeScaler`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"{name}: prediction and target must both be (B, d), got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def reconstruction_loss(s_pred: torch.Tensor, s_fit: torch.Tensor) -> torch.Tensor:
+    """Euclidean reconstruction loss ``L_R`` in mm² (Eq. 5; normalisation in the module doc).
+
+    Parameters
+    ----------
+    s_pred, s_fit : tensor, shape (B, 3n)
+        Predicted and fitted shapes (or shape deltas) in mm, Eq. 1 layout.
+
+    Returns
+    -------
+    tensor, scalar
+        ``mean_b ||s_pred - s_fit||² / n``, mm².
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ or the last axis is not a multiple of 3.
+    """
+    _check_pair(s_pred, s_fit, "reconstruction_loss")
+    if s_pred.shape[1] % 3:
+        raise ValueError(f"reconstruction_loss: last axis must be 3n, got {s_pred.shape[1]}")
+    n = s_pred.shape[1] // 3
+    return (s_pred.float() - s_fit.float()).pow(2).sum(1).mean() / n
+
+
+def identification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy ``L_C`` (Eq. 5), mean over the batch, nats.
+
+    Parameters
+    ----------
+    logits : tensor (B, n_subjects); labels : int64 tensor (B,) in [0, n_subjects)
+
+    Raises
+    ------
+    ValueError
+        On mismatched batch sizes or a label outside ``[0, n_subjects)``.
+    """
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"identification_loss: logits (B, C) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"identification_loss: labels must lie in [0, {logits.shape[1]}), "
+                         f"got [{int(labels.min())}, {int(labels.max())}]")
+    return F.cross_entropy(logits.float(), labels)
+
+
+def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+               lambda_r: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """``L = lambda_r * L_R + L_C`` (Eq. 5).
+
+    Returns
+    -------
+    loss : tensor, scalar
+    parts : dict
+        ``loss``, ``L_R`` (mm²), ``L_C`` (nats), ``lambda_r``, ``acc`` (top-1 batch accuracy) as
+        detached scalar tensors (no device sync).
+    """
+    if lambda_r < 0:
+        raise ValueError(f"lambda_r must be >= 0, got {lambda_r}")
+    l_r = reconstruction_loss(s_pred, s_fit)
+    l_c = identification_loss(logits, labels)
+    loss = lambda_r * l_r + l_c
+    acc = (logits.argmax(1) == labels).float().mean()
+    return loss, {"loss": loss.detach(), "L_R": l_r.detach(), "L_C": l_c.detach(),
+                  "lambda_r": torch.tensor(float(lambda_r)), "acc": acc.detach()}
+
+
+def code_regression_loss(c_id: torch.Tensor, c_res: torch.Tensor, t_id: torch.Tensor,
+                         t_res: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Phase I Euclidean loss on the codes: ``mean_b (||c_id - t_id||² + ||c_res - t_res||²)``.
+
+    Parameters
+    ----------
+    c_id, t_id : tensor (B, k_id); c_res, t_res : tensor (B, k_exp)
+        Predicted and target (scaled fitted) codes.
+
+    Returns
+    -------
+    loss : tensor, scalar
+    parts : dict
+        ``loss``, ``L_id``, ``L_res`` as detached scalar tensors.
+    """
+    _check_pair(c_id, t_id, "code_regression_loss (c_id)")
+    _check_pair(c_res, t_res, "code_regression_loss (c_res)")
+    l_id = (c_id.float() - t_id.float()).pow(2).sum(1).mean()
+    l_res = (c_res.float() - t_res.float()).pow(2).sum(1).mean()
+    loss = l_id + l_res
+    return loss, {"loss": loss.detach(), "L_id": l_id.detach(), "L_res": l_res.detach()}

@@ -1,0 +1,60 @@
+"""The command line: ``python -m disentangled_face.training --config book|paper|path.yaml``.
+
+::
+
+    python -m disentangled_face.training --config book [--phase all|phase1|...] [--resume]
+    torchrun --nproc_per_node=8 -m disentangled_face.training --config paper
+
+The profile is read and validated once, here (:func:`~disentangled_face.config.load_config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from ..config import load_config
+from .data import TARGETS
+from .distributed import close_distributed, dist_info
+from .phases import PHASES
+from .pipeline import train_pipeline
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m disentangled_face.training",
+                                 description="Train the encoder-decoder of Liu et al. (CVPR 2018): "
+                                             "Phase I, II, III (Sec. 3.3.3) and the texture baseline.")
+    ap.add_argument("--config", default="book", help="profile name (book, paper) or a YAML path")
+    ap.add_argument("--phase", default="all", choices=("all", *PHASES), help="which phase (default: all)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted phase from its state checkpoint (else restart it)")
+    ap.add_argument("--targets", default="fitted", choices=TARGETS)
+    ap.add_argument("--device", default=None, help="override train.device (cpu, cuda, cuda:N)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments, train the asked phases, print the run folder and final losses (rank 0).
+
+    Raises
+    ------
+    ConfigError
+        On an invalid profile (the message names the key's path).
+    """
+    args = _parser().parse_args(argv)
+    cfg = load_config(args.config)
+    phases = PHASES if args.phase == "all" else (args.phase,)
+    out = train_pipeline(cfg, progress=not args.no_progress, phases=phases, resume=args.resume,
+                         targets=args.targets, device=args.device)
+    rank, _ = dist_info()
+    if rank == 0:
+        print(f"run folder: {out.run_dir}")
+        for p, ck in out.checkpoints.items():
+            e = out.epochs[p]
+            last = f"{e.loss.iloc[-1]:.4g}" if len(e) else "n/a"
+            print(f"  {p}: {ck}  (final epoch loss {last})")
+    close_distributed()
+    return 0
