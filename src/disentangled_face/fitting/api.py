@@ -21,11 +21,29 @@ from .checks import check_landmarks, check_model, fitter_options, split_detectio
 from .joint import refine
 from .pose import flip
 
-__all__ = ["FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects"]
+__all__ = ["ImageParameters", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects"]
 
 
 @dataclass
-class FitResult:
+class ImageParameters:
+    """Per-image parameters every fit result and simulated set carries (M images).
+
+    ``alpha_exp`` (M, k_exp) expression weights; the weak-perspective camera ``R`` (M, 3, 3),
+    ``f`` (M,) pixels per mm, ``t`` (M, 2) pixels (:func:`disentangled_face.shape.camera.project`);
+    ``yaw``, ``pitch``, ``roll`` (M,) radians, ``camera.euler_from_rotation(R)``.
+    """
+
+    alpha_exp: np.ndarray
+    R: np.ndarray
+    f: np.ndarray
+    t: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    roll: np.ndarray
+
+
+@dataclass
+class FitResult(ImageParameters):
     """The fit of one subject's images (Eq. 7).
 
     Attributes
@@ -55,13 +73,6 @@ class FitResult:
     """
 
     alpha_id: np.ndarray
-    alpha_exp: np.ndarray
-    R: np.ndarray
-    f: np.ndarray
-    t: np.ndarray
-    yaw: np.ndarray
-    pitch: np.ndarray
-    roll: np.ndarray
     objective: list
     steps: list
     n_iter: int
@@ -84,7 +95,7 @@ class FitResult:
 
 
 @dataclass
-class SubjectsFit:
+class SubjectsFit(ImageParameters):
     """Per-image results of :func:`fit_subjects` (N images of S subjects).
 
     ``alpha_id`` (N, k_id) repeats each subject's shared code on its images; ``subject_alpha_id``
@@ -96,13 +107,6 @@ class SubjectsFit:
 
     label: np.ndarray
     alpha_id: np.ndarray
-    alpha_exp: np.ndarray
-    R: np.ndarray
-    f: np.ndarray
-    t: np.ndarray
-    yaw: np.ndarray
-    pitch: np.ndarray
-    roll: np.ndarray
     rmse_px: np.ndarray
     subjects: np.ndarray
     subject_alpha_id: np.ndarray

@@ -15,13 +15,13 @@ import numpy as np
 
 from ..config import FittingConfig
 from ..shape import MorphableModel, camera
-from .api import fit_subjects
+from .api import ImageParameters, fit_subjects
 
 __all__ = ["SyntheticLandmarks", "simulate_landmarks", "shape_rmse", "identity_error_vs_images", "shape_errors"]
 
 
 @dataclass
-class SyntheticLandmarks:
+class SyntheticLandmarks(ImageParameters):
     """Landmarks of known faces under known cameras (for checking the fitter).
 
     Attributes: ``landmarks`` (N, L, 2) pixels (noisy), ``clean`` (N, L, 2) noiseless,
@@ -33,13 +33,6 @@ class SyntheticLandmarks:
     clean: np.ndarray
     label: np.ndarray
     alpha_id: np.ndarray
-    alpha_exp: np.ndarray
-    R: np.ndarray
-    f: np.ndarray
-    t: np.ndarray
-    yaw: np.ndarray
-    pitch: np.ndarray
-    roll: np.ndarray
 
 
 def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, noise_px: float = 0.0,
@@ -91,7 +84,8 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     pts = model.landmarks_of(model.shape(a_id[label], a_exp)).astype(np.float64)
     clean = camera.project(pts, R, fs, t)
     noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean.copy()
-    return SyntheticLandmarks(noisy, clean, label, a_id, a_exp, R, fs, t, yaw, pitch, roll)
+    return SyntheticLandmarks(landmarks=noisy, clean=clean, label=label, alpha_id=a_id, alpha_exp=a_exp, R=R, f=fs,
+                              t=t, yaw=yaw, pitch=pitch, roll=roll)
 
 
 def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
