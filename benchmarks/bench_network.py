@@ -55,7 +55,7 @@ def bench_profile(profile: str, model, images, a_id, a_exp, repeats: int, train_
     ncfg = load_config(profile).network
     torch.manual_seed(0)
     net = DisentangledFaceNet.from_config(ncfg, model, n_subjects=100,
-                                          scaler=CodeScaler.fit(a_id, a_exp))
+                                          scaler=CodeScaler.fit(a_id, a_exp, margin=ncfg.code_margin))
     # training: the trainer's Phase III step on a batch of train_batch images
     reps = -(-train_batch // len(images))
     xb = images.repeat(reps, 1, 1, 1)[:train_batch]

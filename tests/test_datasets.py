@@ -232,3 +232,141 @@ def test_synthetic_samples_use_the_same_records(tiny_set):
     assert isinstance(rec, data.FaceSample)
     assert rec.load_image().shape == (112, 96, 3) and rec.label == s.label[2]
     assert rec.yaw == pytest.approx(float(s.yaw[2]))
+
+
+# ----------------------------------------------------------------------------- one scan
+SEAM_OBJ = """# a quad split in two triangles whose texture has a seam: 4 vertices, 6 texture coordinates
+v 0 0 0
+v 1 0 0
+v 1 1 0
+v 0 1 0
+vt 0 0
+vt 1 0
+vt 1 1
+vt 0.5 0.5
+vt 0.2 0.9
+vt 0.1 0.1
+f 1/1 2/2 3/3
+f 1/6 3/4 4/5
+"""
+
+
+def test_obj_keeps_vertex_order_and_count_at_texture_seams(tmp_path):
+    p = tmp_path / "seam.obj"
+    p.write_text(SEAM_OBJ)
+    v, f = datasets.read_mesh(p)
+    np.testing.assert_array_equal(v, [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(f, [[0, 1, 2], [0, 2, 3]])
+    # trimesh, even with process=False, splits the seam vertices (what the loader avoids)
+    assert len(trimesh.load(p, process=False).vertices) > 4
+    # polygons become triangle fans; negative indices count back from the last vertex
+    q = tmp_path / "poly.obj"
+    q.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf -4 -3 -2 -1\n")
+    np.testing.assert_array_equal(datasets.read_mesh(q)[1], [[0, 1, 2], [0, 2, 3]])
+    q.write_text("v 0 0 0\nv 1 0 0\nf 1 2 7\n")
+    with pytest.raises(DatasetFormatError, match="outside"):
+        datasets.read_mesh(q)
+
+
+@pytest.fixture(scope="module")
+def face68():
+    from disentangled_face.shape import load_ict_facekit
+
+    m = load_ict_facekit()
+    return m, np.asarray(m.landmarks_of(m.mean), np.float64)
+
+
+def _write_scan(tmp_path, m, scale=1.0, ext=".ply"):
+    mesh = tmp_path / f"scan{ext}"
+    trimesh.Trimesh(m.mean * scale, m.triangles, process=False).export(mesh)
+    return mesh
+
+
+def _write_landmarks(path, pts):
+    ext = path.suffix
+    if ext == ".npy":
+        np.save(path, pts)
+    elif ext == ".txt":
+        path.write_text("\n".join(" ".join(f"{c:.6f}" for c in p) for p in pts))
+    elif ext == ".pts":
+        path.write_text("version: 1\nn_points: 68\n{\n" + "\n".join(" ".join(f"{c:.6f}" for c in p) for p in pts)
+                        + "\n}\n")
+    return path
+
+
+@pytest.mark.parametrize("ext", [".pts", ".txt", ".npy"])
+def test_load_scan_with_landmark_files(tmp_path, face68, ext):
+    m, L = face68
+    mesh = _write_scan(tmp_path, m)
+    _write_landmarks(mesh.with_suffix(ext), L)
+    s = datasets.load_scan(mesh)                        # the landmark file found by the mesh's stem
+    assert s.vertices.shape == m.mean.shape and s.triangles.shape == m.triangles.shape
+    np.testing.assert_allclose(s.vertices, m.mean, atol=1e-4)           # order and count kept
+    np.testing.assert_allclose(s.landmarks, L, atol=1e-5)
+    assert (s.units, s.scale_to_mm) == ("mm", 1.0) and s.subject == "scan"
+
+
+def test_load_scan_reports_and_converts_units(tmp_path, face68):
+    m, L = face68
+    mesh = _write_scan(tmp_path, m, scale=0.001)                         # metres
+    _write_landmarks(tmp_path / "lm.npy", L * 0.001)
+    s = datasets.load_scan(mesh, tmp_path / "lm.npy")
+    assert (s.units, s.scale_to_mm) == ("m", 1000.0)
+    np.testing.assert_allclose(s.landmarks, L, rtol=1e-9)
+    np.testing.assert_allclose(s.vertices, m.mean, atol=1e-3)
+    assert datasets.load_scan(mesh, tmp_path / "lm.npy", units="m").units == "m"
+    odd = datasets.load_scan(mesh, tmp_path / "lm.npy", units="mm", check_order=False)
+    assert odd.units == "mm" and odd.scale_to_mm == 1.0
+    _write_landmarks(tmp_path / "tiny.npy", L * 1e-5)                     # fits no unit
+    assert datasets.load_scan(mesh, tmp_path / "tiny.npy", check_order=False).units == "unknown"
+    with pytest.raises(DatasetFormatError, match="units"):
+        datasets.load_scan(mesh, units="inch")
+
+
+def test_ljson_grouped_by_label_is_put_in_ibug_order(tmp_path, face68):
+    """menpo's .ljson (as menpo3d's james.ljson) lists points group by group, not in iBUG order."""
+    import json
+
+    m, L = face68
+    groups = [("chin", 0, 17), ("leye", 36, 42), ("reye", 42, 48), ("leyebrow", 17, 22), ("nose", 27, 36),
+              ("reyebrow", 22, 27), ("mouth", 48, 68)]
+    order = np.concatenate([np.arange(a, b) for _, a, b in groups])
+    labels, k = [], 0
+    for name, a, b in groups:
+        labels.append({"label": name, "mask": list(range(k, k + b - a))})
+        k += b - a
+    doc = {"groups": {"LJSON": {"labels": labels, "landmarks": {"points": L[order].tolist(), "connectivity": []}}},
+           "version": 3}
+    p = tmp_path / "scan.ljson"
+    p.write_text(json.dumps(doc))
+    np.testing.assert_allclose(datasets.read_landmarks(p), L)
+    mesh = _write_scan(tmp_path, m)
+    np.testing.assert_allclose(datasets.load_scan(mesh).landmarks, L)
+    # the same points without labels stay in file order, which the order check refuses
+    doc["groups"]["LJSON"]["labels"] = []
+    p.write_text(json.dumps(doc))
+    with pytest.raises(datasets.LandmarkOrderError, match="iBUG"):
+        datasets.load_scan(mesh)
+
+
+def test_scan_landmark_order_is_checked(tmp_path, face68):
+    from disentangled_face.data.landmarks import IBUG_MIRROR
+
+    m, L = face68
+    mesh = _write_scan(tmp_path, m)
+    rng = np.random.default_rng(0)
+    noisy = L + rng.normal(0, 1.5, L.shape)                               # a real scan's imprecision
+    datasets.check_landmark_order_3d(noisy)
+    swapped = noisy.copy()
+    swapped[[36, 45]] = swapped[[45, 36]]
+    cases = [(noisy[IBUG_MIRROR], "mirrored"), (noisy * [-1, 1, 1], "mirrored"),
+             (swapped, "landmarks 36 and 45 look exchanged"), (noisy[rng.permutation(68)], "do not look like")]
+    for pts, msg in cases:
+        _write_landmarks(tmp_path / "scan.npy", pts)
+        with pytest.raises(ValueError, match=msg):
+            datasets.load_scan(mesh)
+    s = datasets.load_scan(mesh, check_order=False)
+    assert s.landmarks.shape == (68, 3)
+    _write_landmarks(tmp_path / "scan.npy", L[:, :2])
+    with pytest.raises(DatasetFormatError, match="3D"):
+        datasets.load_scan(mesh)

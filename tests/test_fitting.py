@@ -95,6 +95,7 @@ def test_multi_image_recovers_parameters_with_model_subset(ict):
 
 
 @pytest.mark.parametrize("yaw", [-80.0, -40.0, 0.0, 40.0, 80.0])
+@pytest.mark.filterwarnings("ignore:fit quality:UserWarning")  # lambda 1e-4: codes beyond 5 SD, rightly flagged
 def test_single_image_full_model_reprojects_exactly(ict, yaw):
     """With 68 landmarks and 100 + 53 modes one image under-determines the codes: the fit must
     still reproduce the landmarks and the camera."""
@@ -303,3 +304,118 @@ def test_build_targets_small_protocol(ict, tmp_path, monkeypatch):
     assert fitting.build_targets(cfg, ict) == path and os.path.getmtime(path) == mtime
     with pytest.raises(FileNotFoundError, match="build_targets"):
         fitting.load_targets(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------ fit quality and the landmark order
+from disentangled_face.fitting import quality as fq  # noqa: E402
+
+
+def _frontal(ict, n=1, seed=7):
+    rng = np.random.default_rng(seed)
+    a_id, a_exp = ict.sample(n, rng)
+    y, *_ = _views(ict, a_id[0], a_exp, [3.0] * n, seed=seed)
+    return y
+
+
+def test_swapped_outer_eye_corners_raise(ict):
+    """iBUG 36 and 45 exchanged on a frontal face: a clear error, not a 16 px residual in silence."""
+    y = _frontal(ict)[0]
+    bad = y.copy()
+    bad[[36, 45]] = bad[[45, 36]]
+    with pytest.raises(fq.LandmarkOrderError, match="landmarks 36 and 45 look exchanged") as e:
+        fitting.fit_single_image(ict, bad, **FAST)
+    assert "iBUG 68-point order" in str(e.value)
+    with pytest.raises(ValueError, match="36 and 45"):
+        fitting.fit_subjects(ict, np.stack([y, bad]), [0, 0], **FAST)
+    # the check off: the fit runs and the report says what is wrong, with the numbers
+    with pytest.warns(UserWarning, match=r"fit quality: .*need identity codes beyond 5 standard deviations"):
+        fit = fitting.fit_single_image(ict, bad, check_order=False, **FAST)
+    assert not fit.quality.ok and int(np.argmax(fit.quality.residuals_px[0])) in (36, 45)
+
+
+def test_mirrored_order_and_reflected_coordinates_raise(ict):
+    y = _frontal(ict, 3)
+    with pytest.raises(fq.LandmarkOrderError, match=r"3 image\(s\) \[0, 1, 2\] are mirrored \(left and right swapped\)"):
+        fitting.fit_shape_and_pose(ict, y[:, fq.IBUG_MIRROR], **FAST)
+    flipped = y.copy()
+    flipped[..., 0] = 200.0 - flipped[..., 0]         # u reflected, labels kept
+    with pytest.raises(ValueError, match="mirrored"):
+        fitting.fit_subjects(ict, flipped, **FAST)
+    # a mirrored *image* relabelled correctly is a valid face: the mirror permutation of the
+    # reflected points passes
+    fitting.fit_single_image(ict, flipped[0][fq.IBUG_MIRROR], **FAST)
+
+
+def test_another_scheme_raises(ict):
+    y = _frontal(ict)[0]
+    perm = np.random.default_rng(0).permutation(68)
+    with pytest.raises(fq.LandmarkOrderError, match="do not look like 68 landmarks in iBUG order"):
+        fitting.fit_single_image(ict, y[perm], **FAST)
+
+
+@pytest.mark.parametrize("yaw", [(-90.0, 90.0), (-80.0, 80.0)])
+def test_correct_landmarks_pass_silently_at_every_yaw(ict, yaw):
+    """The book's synthetic fits: no order error and no soft-sign warning, up to profile views."""
+    syn = fitting.simulate_landmarks(ict, 40, 5, noise_px=1.0, yaw_deg=yaw, seed=11)
+    d = fq.order_diagnostics(ict, syn.landmarks)
+    assert d["facing"].min() > -0.1 and d["rmse_iod"].max() < 0.2
+    assert (d["rmse_swapped_iod"] > 0.8 * d["rmse_iod"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, load_config("book").fitting)
+    q = fit.quality
+    assert q.ok and q.residuals_px.shape == (200, 68) and q.max_abs_alpha_id.shape == (40,)
+    np.testing.assert_allclose(q.reprojection_iod * q.interocular_px, fit.rmse_px, rtol=1e-5)
+    assert q.reprojection_iod.max() < 0.05
+
+
+def test_quality_report_convergence_follows_the_paper_rule(ict):
+    syn = fitting.simulate_landmarks(ict, 6, 4, noise_px=1.0, seed=2)
+    for max_iter in (2, 30):
+        fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, max_iter=max_iter, **FAST)
+        q = fit.quality
+        np.testing.assert_array_equal(q.n_iter, fit.subject_n_iter)
+        assert bool(q.converged.all()) == fit.converged
+        assert (q.converged[fit.subject_n_iter < max_iter]).all()     # stopped early: by the rule
+        # the rule recomputed from E after each iteration (history columns 2, 5, 8, ...)
+        for s, n in enumerate(fit.subject_n_iter):
+            if n >= 2:
+                E = fit.objective[s, 3 * n - 1]
+                prev = fit.objective[s, 3 * (n - 1) - 1]
+                assert q.converged[s] == (abs(prev - E) / abs(prev) < 1e-2)
+    one = fitting.fit_shape_and_pose(ict, syn.landmarks[:4], max_iter=30, **FAST)
+    assert one.quality.converged.tolist() == [one.converged] and one.quality.max_abs_alpha_id.shape == (1,)
+
+
+def test_soft_signs_are_counted_in_one_warning(ict):
+    """Many images: the soft signs come as one summary with counts, not one warning each."""
+    syn = fitting.simulate_landmarks(ict, 30, 2, noise_px=0.5, yaw_deg=(-30, 30), seed=4)
+    y = syn.landmarks.copy()
+    rng = np.random.default_rng(1)
+    bad = [3, 17, 40]
+    y[bad] += rng.normal(0, 5.0, (3, 68, 2))        # ~0.2 inter-ocular distances of noise
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fit = fitting.fit_subjects(ict, y, None, **FAST)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, UserWarning)]
+    assert len(msgs) == 1 and msgs[0].startswith("fit quality: 3 of 60 image(s) [3, 17, 40]")
+    np.testing.assert_array_equal(fit.quality.large_residual, bad)
+    assert "3 of 60 image(s)" in fit.quality.summary()
+
+
+def test_extreme_codes_are_reported(ict):
+    m = ict.subset(10, 5)
+    a_id = np.zeros(10)
+    a_id[2] = 8.0                                      # 8 standard deviations
+    y, *_ = _views(m, a_id, np.zeros((4, 5)), [-40, -10, 20, 50], seed=3)
+    with pytest.warns(UserWarning, match=r"1 of 1 subject\(s\) \[0\] need identity codes beyond 5 standard deviations"):
+        fit = fitting.fit_shape_and_pose(m, y, lambda_id=1e-6, lambda_exp=1e-6, **FAST)
+    assert fit.quality.max_abs_alpha_id[0] == pytest.approx(8.0, abs=0.2)
+
+
+def test_quality_report_does_not_change_the_fit(ict):
+    syn = fitting.simulate_landmarks(ict, 3, 3, noise_px=1.0, seed=9)
+    a = fitting.fit_subjects(ict, syn.landmarks, syn.label, **FAST)
+    b = fitting.fit_subjects(ict, syn.landmarks, syn.label, check_order=False, **FAST)
+    for k in ("alpha_id", "alpha_exp", "R", "f", "t", "rmse_px", "objective"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))

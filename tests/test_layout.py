@@ -60,9 +60,9 @@ def _graph() -> dict[str, set[str]]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 deps |= _resolve(name, path.name == "__init__.py", node, set(mods))
-        # a module's own packages are already being imported when it runs: not a cycle; a
-        # package's __init__ importing its own modules is not one either
-        graph[name] = {d for d in deps if d != name and not d.startswith(name + ".") and not name.startswith(d + ".")}
+        # a module's own packages are already being imported when it runs: not a cycle (but a
+        # package's __init__ importing its modules is an edge: it runs them)
+        graph[name] = {d for d in deps if d != name and not name.startswith(d + ".")}
     return graph
 
 

@@ -80,7 +80,7 @@ def test_code_scaler_roundtrip_and_range():
 def test_decoders_from_3dmm_reproduce_model_shape():
     m = MorphableModel.toy(n=120, k_id=8, k_exp=5, seed=3)
     a_id, a_exp = m.sample(6, rng=1)
-    sc = CodeScaler.fit(a_id, a_exp)
+    sc = CodeScaler.fit(a_id, a_exp, margin=1.25)
     net = DisentangledFaceNet(m.n_vertices, m.n_id, m.n_exp, 4, s_mean=None, scaler=sc,
                               width=0.125, input_size=(32, 32), feature_dim=16)
     net.init_decoders_from_model(m)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
@@ -275,10 +276,18 @@ class LandmarksConfig(_Section):
     """``landmarks:``: the 68-point detector of real photographs.
 
     ``detector``: ``fan`` (the paper's), ``dlib``, or ``auto`` (FAN when its weights are cached,
-    else dlib).
+    else dlib). ``upsample``: dlib's upsampling before face detection (finds smaller faces).
+    ``score_threshold``: the face detector's acceptance threshold on its backend's scale (dlib's
+    ``adjust_threshold``, default 0; FAN's S3FD ``filter_threshold``, default 0.5); ``None`` the
+    backend's default. ``low_score_dlib`` / ``low_score_fan``: a chosen face scoring below this
+    (dlib's detection score, FAN's mean heat-map peak: different scales) is logged as a WARNING.
     """
 
     detector: Literal["auto", "fan", "dlib"] = "auto"
+    upsample: int = Field(1, ge=0)
+    score_threshold: Optional[float] = None
+    low_score_dlib: float = 0.3
+    low_score_fan: float = Field(0.5, ge=0, le=1)
 
 
 # ----------------------------------------------------------------------------------- network
@@ -420,8 +429,9 @@ class TrainConfig(_Section):
 
     def phase(self, name: str) -> PhaseConfig:
         """The section of phase ``name`` (``phase1``, ``phase2``, ``phase3``, ``texture``)."""
-        if name not in ("phase1", "phase2", "phase3", "texture"):
-            raise ConfigError(f"unknown phase {name!r}: expected phase1, phase2, phase3 or texture")
+        phases = [n for n, f in type(self).model_fields.items() if f.annotation in (PhaseConfig, Phase3Config)]
+        if name not in phases:
+            raise ConfigError(f"unknown phase {name!r}: expected one of {phases}")
         return getattr(self, name)
 
 
@@ -486,6 +496,10 @@ def _error_text(exc: ValidationError, source: str) -> str:
             continue
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
+        if err["type"] in ("missing", "too_long") and isinstance(got, list):  # a fixed-length list
+            loc = loc.rpartition(".")[0] if err["type"] == "missing" else loc
+            lines.append(f"{loc}: expected a list of {_tuple_length(loc)} values, got {got!r}")
+            continue
         if msg.startswith("@"):  # a check on a sub-key: "@key: expected ..., got ..."
             lines.append(f"{loc}.{msg[1:]}")
         elif err["type"] == "missing":
@@ -493,6 +507,27 @@ def _error_text(exc: ValidationError, source: str) -> str:
         else:
             lines.append(f"{loc}: {msg[0].lower() + msg[1:]}, got {got!r}" if "got" not in msg else f"{loc}: {msg}")
     return f"{source}: " + "; ".join(lines)
+
+
+def _tuple_length(loc: str) -> str:
+    field = _field_at(loc)
+    args = getattr(field.annotation, "__args__", ()) if field is not None else ()
+    return str(len(args)) if args and Ellipsis not in args else "the right number of"
+
+
+def _field_at(loc: str):
+    model: Any = Config
+    field = None
+    for part in loc.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        subs = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = subs[0] if subs else ann
+    return field
 
 
 def _allowed_keys(loc: str) -> list[str]:
@@ -522,6 +557,37 @@ def _validate(raw: Mapping[str, Any], source: str) -> Config:
         raise ConfigError(f"{source}: values must be YAML scalars, lists or mappings ({exc})") from None
 
 
+class _ProfileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats (``1e-3`` is a number, not a string) and
+    duplicate keys refused (a second ``phase1:`` would silently replace the first)."""
+
+
+_ProfileLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                          for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ProfileLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}; first given on "
+                              f"line {seen[key] + 1}): each key may appear once per section")
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_ProfileLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _read_profile(profile: str | os.PathLike) -> tuple[dict[str, Any], str]:
     if isinstance(profile, str) and profile in PROFILES:
         text = resources.files(__package__).joinpath("configs", f"{profile}.yaml").read_text()
@@ -532,9 +598,11 @@ def _read_profile(profile: str | os.PathLike) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"unknown profile {profile!r}: expected one of {PROFILES} or a YAML file path")
         text, source = path.read_text(), str(path)
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_ProfileLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections {SECTIONS}")
     unknown = sorted(set(raw) - set(SECTIONS) - {"profile"})

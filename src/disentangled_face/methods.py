@@ -44,7 +44,10 @@ class Method:
         What verification compares: ``alpha_id`` (fitted, or regressed and unscaled from
         ``c_id``), ``c_id`` or the 512-d ``embedding``.
     paper_row : str or None
-        The row of the paper's tables this method stands for (``None``: no counterpart).
+        The paper's name of the method this one stands for, exactly as its tables spell it
+        (``"3DMM"`` is the paper's ref. [28], ``"3DMM-CNN"`` its [33]; ``"SphereFace"`` its [24],
+        reported only in the text's YTF fusion sentence); ``None``: no counterpart. Whether a
+        given paper table has that row is for :func:`.evaluation.paper_results.counterpart`.
     description : str
         One line for the chapters.
     """
@@ -64,7 +67,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("3DMM fitting", "fitter", None, "3dmm", "alpha_id", "3DMM [28]",
+    Method("3DMM fitting", "fitter", None, "3dmm", "alpha_id", "3DMM",
            "single-image landmark fitting of the morphable model (Eq. 7 with one image)"),
     Method("3DMM-CNN-like", "checkpoint", "phase1", "3dmm", "alpha_id", "3DMM-CNN",
            "Phase I encoder regressing the fitted codes, decoded through the 3DMM"),

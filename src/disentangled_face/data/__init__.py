@@ -31,7 +31,7 @@ from .generator import (IMAGE_SIZE, SPHEREFACE_REFERENCE, RenderedFaces, centrin
                         get_albedo_model, get_renderer, reference_scale, render_faces, subject_albedo,
                         subject_codes, subject_faces)
 from .loaders import (load_bu3dfe, load_casia_webface, load_lfw_pairs, load_lfw_pairs_sklearn, load_micc,
-                      load_ytf, read_landmarks_3d, read_mesh, to_network_input)
+                      load_scan, load_ytf, read_landmarks, read_landmarks_3d, read_mesh, to_network_input)
 from .protocols import (GENERATOR_VERSION, PROTOCOLS, REAL_ANALOGUES, SUBJECT_OFFSETS, plan_protocol,
                         protocol_config, protocol_path, protocol_sizes)
 from .records import DatasetFormatError, FaceSample, Scan3D, VerificationPair, read_image
@@ -42,7 +42,7 @@ from .torch_dataset import FaceImageDataset
 __all__ = [
     # records and real datasets
     "FaceSample", "VerificationPair", "Scan3D", "DatasetFormatError", "read_image", "read_mesh",
-    "read_landmarks_3d", "load_casia_webface", "load_lfw_pairs", "load_lfw_pairs_sklearn", "load_ytf",
+    "read_landmarks_3d", "read_landmarks", "load_scan", "load_casia_webface", "load_lfw_pairs", "load_lfw_pairs_sklearn", "load_ytf",
     "load_bu3dfe", "load_micc", "to_network_input", "FaceImageDataset",
     # rendering and the generator
     "Light", "Renderer", "RendererUnavailableError", "EXPRESSIONS", "expression_vector",

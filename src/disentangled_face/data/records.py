@@ -126,6 +126,12 @@ class Scan3D:
     intensity : float
         0 for neutral, 1..4 in BU-3DFE's levels mapped to 0.25..1.
     source : str
+    units : str
+        The units the file was assumed to be in (``"mm"``, ``"cm"``, ``"m"``, or ``"unknown"``
+        when it could not be told: then the coordinates are the file's, unscaled).
+    scale_to_mm : float
+        The factor the file's coordinates were multiplied by to give ``vertices`` and
+        ``landmarks`` (1 for mm and unknown).
     """
 
     vertices: np.ndarray
@@ -135,6 +141,8 @@ class Scan3D:
     expression: str = "neutral"
     intensity: float = 0.0
     source: str = ""
+    units: str = "mm"
+    scale_to_mm: float = 1.0
 
 
 # ----------------------------------------------------------------------------- image files

@@ -37,10 +37,11 @@ __all__ = ["CACHE_VERSION", "cache_dir", "load_morphable", "load_set", "net_imag
            "method_outputs", "sample_images"]
 
 #: Bumped when what the runners cache changes (part of the cache key).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
-#: Prefix of the cached code arrays of each checkpoint (``p1_c_id``, ``p3_c_res`` ...).
-_CODE_PREFIX = {"phase1": "p1", "phase3": "p3"}
+#: The checkpoints whose codes are cached (``phase1_c_id``, ``phase3_c_res`` ...): every method of
+#: the methods table that is an encoder-decoder checkpoint.
+_ENCODER_PHASES = tuple(m.phase for m in METHODS.values() if m.source == "checkpoint" and m.decode is not None)
 
 #: Trained networks already loaded in this process, keyed by :func:`cache_dir`.
 _NETWORKS: dict = {}
@@ -125,7 +126,7 @@ def trained_networks(cfg: Config) -> dict:
 def _networks_from(tm) -> dict:
     """``{phase: network}`` from :class:`training.TrainedModels` (or a mapping of networks)."""
     out = {}
-    for phase in ("phase1", "phase2", "phase3", "texture"):
+    for phase in training.PHASES:
         net = tm[phase] if isinstance(tm, Mapping) else tm.load(phase)
         out[phase] = net.eval()
     return out
@@ -181,12 +182,13 @@ def fit_codes(cfg: Config, protocol: str) -> dict:
 
 def _encode_protocol(nets: Mapping, images, batch_size: int) -> dict:
     """Codes of both encoder-decoder checkpoints and the texture feature, 512 images at a time."""
-    parts: dict[str, list] = {k: [] for k in ("p1_c_id", "p1_c_res", "p3_c_id", "p3_c_res", "texture")}
+    keys = [f"{phase}_{code}" for phase in _ENCODER_PHASES for code in ("c_id", "c_res")]
+    parts: dict[str, list] = {k: [] for k in (*keys, "texture")}
     for i in range(0, len(images), 512):
         x = net_images(images[i:i + 512])
-        for phase, prefix in _CODE_PREFIX.items():
+        for phase in _ENCODER_PHASES:
             a, b = encode(nets[phase], x, batch_size)
-            parts[f"{prefix}_c_id"].append(a), parts[f"{prefix}_c_res"].append(b)
+            parts[f"{phase}_c_id"].append(a), parts[f"{phase}_c_res"].append(b)
         parts["texture"].append(features(nets["texture"], x, batch_size))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -205,8 +207,8 @@ def protocol_codes(cfg: Config, protocol: str, fit: bool = True) -> dict:
     Returns
     -------
     dict of ndarray
-        ``p1_c_id``, ``p1_c_res`` (Phase I, 3DMM-CNN-like), ``p3_c_id``, ``p3_c_res`` (Phase
-        III, Proposed), ``texture`` (texture network features), cached in
+        ``phase1_c_id``, ``phase1_c_res`` (the 3DMM-CNN-like checkpoint), ``phase3_c_id``,
+        ``phase3_c_res`` (Proposed), ``texture`` (texture network features), cached in
         ``cache_dir(cfg)/<protocol>-<networks_fingerprint>-codes.npz``; with ``fit`` also
         ``fit_alpha_id``, ``fit_alpha_exp``.
     """
@@ -273,8 +275,7 @@ def method_outputs(cfg: Config, protocol: str, idx=None, shapes: bool = True, fi
         for m in METHODS.values():
             if m.source != "checkpoint" or m.decode is None:
                 continue
-            prefix = _CODE_PREFIX[m.phase]
-            c_id, c_res = codes[f"{prefix}_c_id"][sel], codes[f"{prefix}_c_res"][sel]
+            c_id, c_res = codes[f"{m.phase}_c_id"][sel], codes[f"{m.phase}_c_res"][sel]
             out[m.name] = (_through_3dmm(nets[m.phase], model, c_id, c_res, shapes) if m.decode == "3dmm"
                            else _through_decoders(nets[m.phase], c_id, c_res, shapes))
     return out

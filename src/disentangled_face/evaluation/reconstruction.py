@@ -17,7 +17,7 @@ from ..shape import NOSE_TIP_LANDMARK
 from . import metrics
 
 __all__ = ["METRIC_LABELS", "ReconResult", "reconstruction_errors", "reconstruction_vs_yaw", "reconstruction_micc",
-           "rmse_per_expression", "error_map", "scan_reconstruction_errors"]
+           "pooled_yaw_table", "rmse_per_expression", "error_map", "scan_reconstruction_errors"]
 
 METRIC_LABELS = {"paper": "Sec. 4.1 formula ||s-s*||/n", "mean_mm": "mean distance (mm)",
                  "rmse_mm": "RMSE (mm)"}
@@ -109,6 +109,52 @@ def reconstruction_vs_yaw(model, recon: Mapping[str, np.ndarray], truth: np.ndar
     """
     yaw = np.round(np.asarray(yaw_deg, dtype=np.float64) / step_deg) * step_deg
     return reconstruction_errors(model, recon, truth, yaw.astype(int), "yaw (deg)", radius_mm)
+
+
+def pooled_yaw_table(result: ReconResult, metric: str = "rmse_mm") -> pd.DataFrame:
+    """Table 1 in the paper's layout: +yaw and -yaw pooled per magnitude, then their average.
+
+    Each column ``"±m"`` is the mean ``metric`` over every image whose yaw is +m or -m
+    degrees (so the two signs are weighted by their numbers of images); ``"0"`` is the frontal
+    column. ``"Avg."`` is the unweighted mean of the pooled columns, as in the paper (whose
+    Avg. is the mean of its ten columns, or of the six it reports for 3DMM-CNN): a column with
+    no image of a method is NaN and left out of that method's average.
+
+    Parameters
+    ----------
+    result : ReconResult
+        From :func:`reconstruction_vs_yaw` (its groups are signed yaw angles in degrees).
+    metric : str
+        ``rmse_mm`` (mm; the only one to set beside the paper's values), ``mean_mm`` or ``paper``.
+
+    Returns
+    -------
+    DataFrame
+        Methods x [``"±90"``, ..., ``"±10"``, ``"0"``, ``"Avg."``] (magnitudes present in the data,
+        largest first).
+
+    Raises
+    ------
+    ValueError
+        An unknown metric, or groups that are not yaw angles in degrees.
+    """
+    if metric not in METRIC_LABELS:
+        raise ValueError(f"metric must be one of {sorted(METRIC_LABELS)}, got {metric!r}")
+    e = result.errors
+    try:
+        yaw = pd.to_numeric(e["group"], errors="raise").astype(float)
+    except (ValueError, TypeError):
+        raise ValueError(f"pooled_yaw_table needs groups that are yaw angles (deg), got {e['group'].unique()[:5]}")
+    mag = yaw.abs().round().astype(int)
+    label = mag.map(lambda m: "0" if m == 0 else f"±{m}")
+    order = [("0" if m == 0 else f"±{m}") for m in sorted(mag.unique(), reverse=True)]
+    methods = list(dict.fromkeys(e["method"]))
+    t = (e.assign(pooled=label).pivot_table(index="method", columns="pooled", values=metric, aggfunc="mean",
+                                            sort=False).reindex(index=methods, columns=order))
+    t["Avg."] = t[order].mean(axis=1, skipna=True)
+    t.index.name = f"{METRIC_LABELS[metric]}, mean"
+    t.columns.name = "|yaw| (deg), ± pooled"
+    return t
 
 
 def reconstruction_micc(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, split: Sequence | None = None,

@@ -24,7 +24,7 @@ from .bases import learned_bases
 from .cache import (cache_dir, fit_overrides, load_morphable, load_set, method_outputs, net_images,
                     trained_networks)
 from ..networks.inference import features, reconstruct
-from ..methods import reconstruction_methods, verification_methods
+from ..methods import METHODS, reconstruction_methods, verification_methods
 from .reconstruction import ReconResult, reconstruction_micc, reconstruction_vs_yaw, rmse_per_expression
 from .speed import speed_table
 from .verification import VerificationTable, sequence_features, verification_table
@@ -112,43 +112,44 @@ def _per_image(f: Callable) -> Callable:
     return lambda x: [f(x[i:i + 1]) for i in range(len(x))]
 
 
+def _network_timers(nets: Mapping, model, x, batch_size: int, one_by_one: bool) -> dict:
+    """Timed callables of every network method of the methods table, image to shape (or, for
+    the texture network, to its feature: "<name> (feature only)"), in table order."""
+    out = {}
+    for m in METHODS.values():
+        if m.source != "checkpoint":
+            continue
+        net = nets[m.phase]
+        if m.has_shape:
+            morphable = model if m.decode == "3dmm" else None
+            f = (lambda x, net=net, morphable=morphable: reconstruct(net, x, batch_size, morphable=morphable))
+        else:
+            f = (lambda x, net=net: features(net, x, batch_size))
+        out[m.name if m.has_shape else f"{m.name} (feature only)"] = (_per_image(f) if one_by_one else f, x, len(x))
+    return out
+
+
 def _cpu_speed(cfg: Config, model, nets: Mapping, x1, xb, lms, reps: int) -> list[pd.DataFrame]:
     """Table 4 on the CPU: every method one image at a time, then the networks batched."""
-    k, B = len(x1), len(xb)
     opts = fit_overrides(cfg.experiments)
-    methods1 = {
-        "3DMM fitting": (lambda L: [fitting.fit_single_image(model, lm, options=cfg.fitting, **opts) for lm in L],
-                         lms, k),
-        "3DMM-CNN-like": (_per_image(lambda x: reconstruct(nets["phase1"], x, morphable=model)), x1, k),
-        "Proposed": (_per_image(lambda x: reconstruct(nets["phase3"], x)), x1, k),
-        "texture (feature only)": (_per_image(lambda x: features(nets["texture"], x)), x1, k),
-    }
-    t1 = speed_table(methods1, repeats=reps, device="cpu")
+    fit = (lambda L: [fitting.fit_single_image(model, lm, options=cfg.fitting, **opts) for lm in L], lms, len(x1))
+    t1 = speed_table({"3DMM fitting": fit, **_network_timers(nets, model, x1, 1, one_by_one=True)},
+                     repeats=reps, device="cpu")
     t1["batch"] = 1
     bs = cfg.experiments.speed_batch
-    methods_b = {
-        "3DMM-CNN-like": (lambda x: reconstruct(nets["phase1"], x, bs, morphable=model), xb, B),
-        "Proposed": (lambda x: reconstruct(nets["phase3"], x, bs), xb, B),
-        "texture (feature only)": (lambda x: features(nets["texture"], x, bs), xb, B),
-    }
-    tb = speed_table(methods_b, repeats=reps, device="cpu")
-    tb["batch"] = B
+    tb = speed_table(_network_timers(nets, model, xb, bs, one_by_one=False), repeats=reps, device="cpu")
+    tb["batch"] = len(xb)
     return [t1, tb]
 
 
 def _gpu_speed(model, nets: Mapping, x1, xb, reps: int) -> list[pd.DataFrame]:
     """Table 4 on the first CUDA device: the networks, one image at a time and batched."""
-    g = {p: copy.deepcopy(nets[p]).cuda() for p in ("phase1", "phase3", "texture")}
+    g = {m.phase: copy.deepcopy(nets[m.phase]).cuda() for m in METHODS.values() if m.source == "checkpoint"}
     name = torch.cuda.get_device_name(0)
     frames = []
     for bs, x in ((1, x1), (len(xb), xb)):
-        fn = (lambda f: _per_image(f)) if bs == 1 else (lambda f: f)
-        m = {
-            "3DMM-CNN-like": (fn(lambda x: reconstruct(g["phase1"], x, bs, morphable=model)), x, len(x)),
-            "Proposed": (fn(lambda x: reconstruct(g["phase3"], x, bs)), x, len(x)),
-            "texture (feature only)": (fn(lambda x: features(g["texture"], x, bs)), x, len(x)),
-        }
-        t = speed_table(m, repeats=reps, device=f"cuda ({name})", sync=torch.cuda.synchronize)
+        t = speed_table(_network_timers(g, model, x, bs, one_by_one=bs == 1), repeats=reps,
+                        device=f"cuda ({name})", sync=torch.cuda.synchronize)
         t["batch"] = bs
         frames.append(t)
     return frames

@@ -11,7 +11,7 @@ import pandas as pd
 __all__ = ["time_per_image", "speed_table"]
 
 
-def time_per_image(fn: Callable[[Any], Any], inputs: Any, n_images: int, repeats: int = 3, warmup: int = 1,
+def time_per_image(fn: Callable[[Any], Any], inputs: Any, n_images: int, repeats: int, warmup: int = 1,
                    sync: Callable[[], None] | None = None) -> float:
     """Median wall time of ``fn(inputs)`` per image, in ms (:func:`time.perf_counter`).
 
@@ -42,7 +42,7 @@ def time_per_image(fn: Callable[[Any], Any], inputs: Any, n_images: int, repeats
     return 1000.0 * float(np.median(times)) / n_images
 
 
-def speed_table(methods: Mapping[str, tuple[Callable, Any, int]], repeats: int = 3, device: str = "cpu",
+def speed_table(methods: Mapping[str, tuple[Callable, Any, int]], repeats: int, device: str = "cpu",
                 reference: str | None = "Proposed", sync: Callable | None = None) -> pd.DataFrame:
     """Table 4: time per image of each method on this machine.
 

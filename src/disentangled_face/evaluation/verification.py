@@ -10,9 +10,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from ..config import ExperimentsConfig
 from ..methods import FUSIONS
+from . import metrics
 from .paper_results import VERIFICATION_METRICS
+
+_FAR_TARGETS = ExperimentsConfig.model_fields["far_targets"].default  # experiments.far_targets
 
 __all__ = ["sequence_features", "VerificationTable", "verification_table"]
 
@@ -94,7 +97,7 @@ class VerificationTable:
 
 
 def verification_table(features: Mapping[str, np.ndarray], pairs: np.ndarray, same: np.ndarray, folds: np.ndarray,
-                       fusions: Mapping[str, Sequence[str]] | None = None, far_targets=(0.1, 0.01),
+                       fusions: Mapping[str, Sequence[str]] | None = None, far_targets=_FAR_TARGETS,
                        protocol: str = "") -> VerificationTable:
     """Table 3: verification of every method's features and of the score-level fusions.
 

@@ -20,6 +20,7 @@ from .alternation import Fitter, alternate
 from .checks import check_landmarks, check_model, fitter_options, split_detections
 from .joint import refine
 from .pose import flip
+from .quality import FitQuality, assess, check_landmark_order
 
 __all__ = ["ImageParameters", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects"]
 
@@ -70,6 +71,10 @@ class FitResult(ImageParameters):
         Indices (into the input) of the images fitted.
     discarded : list of int
         Indices of the input images skipped (no face found).
+    quality : FitQuality
+        The fit's quality report (:class:`~disentangled_face.fitting.quality.FitQuality`):
+        per-landmark residuals, reprojection error in inter-ocular units, largest ``|alpha_id|``,
+        convergence by the paper's rule; ``print(fit.quality.summary())``.
     """
 
     alpha_id: np.ndarray
@@ -80,6 +85,7 @@ class FitResult(ImageParameters):
     rmse_px: np.ndarray
     kept: list = field(default_factory=list)
     discarded: list = field(default_factory=list)
+    quality: FitQuality | None = None
 
     def shapes(self, model: MorphableModel) -> np.ndarray:
         """Fitted full shapes ``s_i`` (M, n, 3), mm (Eq. 3)."""
@@ -102,7 +108,9 @@ class SubjectsFit(ImageParameters):
     (S, k_id) holds it once per subject in the order of ``subjects`` (the sorted unique
     labels). ``objective`` (S, n_steps) is each subject's E after every step (``steps`` names
     them); ``subject_n_iter`` (S,) the alternation iterations each subject ran before its
-    relative change fell below ``tol``; ``n_iter`` their maximum.
+    relative change fell below ``tol``; ``n_iter`` their maximum. ``quality`` is the fit's
+    :class:`~disentangled_face.fitting.quality.FitQuality` (per image in the input order, per
+    subject in the order of ``subjects``).
     """
 
     label: np.ndarray
@@ -115,6 +123,7 @@ class SubjectsFit(ImageParameters):
     n_iter: int
     converged: bool
     subject_n_iter: np.ndarray
+    quality: FitQuality | None = None
 
     def shapes(self, model: MorphableModel, idx: Any = None) -> np.ndarray:
         """Fitted shapes of images ``idx`` (all when None), (B, n, 3) mm."""
@@ -153,7 +162,8 @@ def _run(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, opts: F
 
 
 def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: FittingConfig | None = None, *,
-                       exp_solver: str = "torch", verbose: bool = False, **overrides: Any) -> FitResult:
+                       exp_solver: str = "torch", verbose: bool = False, check_order: bool = True,
+                       **overrides: Any) -> FitResult:
     """Fit one subject's images at once: shared ``alpha_id``, per-image pose and ``alpha_exp``.
 
     The paper's multi-image fitter (Sec. 3.3, Eq. 6-7): from ``alpha_id = alpha_exp = 0``,
@@ -174,6 +184,10 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
         :func:`scipy.optimize.lsq_linear` per image (reference).
     verbose : bool
         Log the objective after every iteration.
+    check_order : bool
+        Check the landmark order against iBUG's 68 points before fitting (68-point models;
+        :func:`~disentangled_face.fitting.quality.check_landmark_order`). ``False`` skips it
+        (for a model whose 68 landmarks follow another scheme).
     **overrides
         Single fitter options replacing those of ``options``: ``lambda_id``, ``lambda_exp``
         (mm^2), ``max_iter``, ``tol``, ``pose_refine``, ``exp_iters``, ``active_set_iters``,
@@ -182,12 +196,18 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
     Returns
     -------
     FitResult
+        With its ``quality`` report; soft signs (a reprojection RMSE above 0.1 or a single
+        landmark residual above 0.35 inter-ocular distances, ``|alpha_id|`` beyond 5 SD) give
+        one ``UserWarning`` with the numbers.
 
     Raises
     ------
     ValueError
         Wrong shape (not (M, L, 2) with L the model's landmark count), NaN/inf coordinates,
         all landmarks at one point or on one line, or no usable image (every detection failed).
+    LandmarkOrderError
+        (a ValueError) The landmarks are decisively not in iBUG order: mirrored (left and right
+        swapped), two points exchanged (e.g. outer eye corners 36 and 45), or another scheme.
     ConfigError
         An unknown option, or a value of the wrong type or range (a ValueError too).
     """
@@ -197,11 +217,24 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
     y = check_landmarks(arr, model.landmarks.shape[0])
     if not kept or len(kept) != y.shape[0]:
         kept = list(range(y.shape[0]))
-    r = _run(model, y, np.zeros(y.shape[0], np.int64), 1, opts, exp_solver, verbose)
+    if check_order:
+        check_landmark_order(model, y)
+    subj = np.zeros(y.shape[0], np.int64)
+    r = _run(model, y, subj, 1, opts, exp_solver, verbose)
+    quality = _quality(model, y, subj, r["a_id"], r, r["hist"], r["subject_iters"], opts, check_order)
     return FitResult(alpha_id=r["a_id"][0], alpha_exp=r["a_exp"], R=r["R"], f=r["f"], t=r["t"],
                      yaw=r["yaw"], pitch=r["pitch"], roll=r["roll"], objective=r["hist"][0].tolist(),
                      steps=r["steps"], n_iter=r["n_iter"], converged=r["converged"],
-                     rmse_px=r["rmse"], kept=kept, discarded=discarded)
+                     rmse_px=r["rmse"], kept=kept, discarded=discarded, quality=quality)
+
+
+def _quality(model: MorphableModel, y: np.ndarray, subj: np.ndarray, a_id: np.ndarray, r: dict, hist: np.ndarray,
+             iters: np.ndarray, opts: FittingConfig, checked: bool) -> FitQuality:
+    """The quality report of a fit, with one warning summarising its soft signs."""
+    q = assess(model, y, subj, a_id, r["a_exp"], r["R"], r["f"], r["t"], hist, iters, opts.tol,
+               order_checked=checked and model.landmarks.shape[0] == 68)
+    q.warn(stacklevel=3)
+    return q
 
 
 def fit_single_image(model: MorphableModel, landmarks2d: Any, options: FittingConfig | None = None,
@@ -244,7 +277,7 @@ def _raise_no_face():
 
 
 def fit_images(model: MorphableModel, images: Sequence[Any], options: FittingConfig | None = None,
-               detector: Any = None, **kwargs: Any) -> FitResult:
+               detector: Any = None, face: Any = "largest", **kwargs: Any) -> FitResult:
     """Detect the 68 landmarks in every image of one subject and fit them together (Eq. 7).
 
     Images where no face is found are discarded with a warning (``FitResult.discarded`` lists
@@ -257,25 +290,42 @@ def fit_images(model: MorphableModel, images: Sequence[Any], options: FittingCon
         Images of one subject, any format :func:`disentangled_face.data.landmarks.to_rgb_uint8` takes.
     options : FittingConfig, optional
         The fitter options (``cfg.fitting``).
-    detector : LandmarkDetector or str, optional
-        A detector, or the name of one (``cfg.landmarks.detector``: ``'auto'``, ``'fan'``,
-        ``'dlib'``) for the shared :func:`disentangled_face.data.landmarks.get_detector`.
+    detector : LandmarkDetector, LandmarksConfig or str, optional
+        A detector, the detector section of the configuration (``cfg.landmarks``: backend,
+        upsampling, score thresholds), or the name of a backend (``'auto'``, ``'fan'``,
+        ``'dlib'``), for the shared :func:`disentangled_face.data.landmarks.get_detector`.
         Default ``'auto'`` (FAN when its weights are cached, else dlib).
+    face : 'largest', 'best', int, (left, top, right, bottom), or a list of one per image
+        Which face of each image to fit (:meth:`~disentangled_face.data.landmarks.LandmarkDetector.detect`):
+        the largest (default), the best-scoring, an index into the faces sorted by score, or
+        the face of largest IoU with a box (pixels).
     **kwargs
         As :func:`fit_shape_and_pose` (``exp_solver``, ``verbose``, option overrides).
+
+    Returns
+    -------
+    FitResult
+        With ``quality`` (see :func:`fit_shape_and_pose`).
 
     Raises
     ------
     ValueError
-        No image given, or no face found in any image; bad image formats.
+        No image given, or no face found in any image; bad image formats; landmarks decisively
+        not in iBUG order (``LandmarkOrderError``).
     """
     from ..data.landmarks import get_detector
 
     images = list(images)
     if not images:
         raise ValueError("fit_images needs at least one image")
-    det = get_detector(detector or "auto") if detector is None or isinstance(detector, str) else detector
-    return fit_shape_and_pose(model, det.detect_many(images), options, **kwargs)
+    if detector is None or isinstance(detector, str):
+        det = get_detector(detector or "auto")
+    elif hasattr(detector, "low_score_dlib"):      # cfg.landmarks: its backend and thresholds
+        det = get_detector(detector.detector, upsample=detector.upsample, score_threshold=detector.score_threshold,
+                           low_score={"dlib": detector.low_score_dlib, "fan": detector.low_score_fan})
+    else:
+        det = detector
+    return fit_shape_and_pose(model, det.detect_many(images, face), options, **kwargs)
 
 
 def _fit_chunks(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, chunk: int,
@@ -304,7 +354,7 @@ def _fit_chunks(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, 
 
 def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, options: FittingConfig | None = None,
                  *, chunk: int | None = None, exp_solver: str = "torch", verbose: bool = False,
-                 **overrides: Any) -> SubjectsFit:
+                 check_order: bool = True, **overrides: Any) -> SubjectsFit:
     """Fit many subjects at once, batched in torch (the multi-image fitter per subject).
 
     Parameters
@@ -320,7 +370,7 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     chunk : int, optional
         Fit at most this many subjects per batch (``cfg.targets.chunk``; bounds memory, results
         do not depend on it).
-    exp_solver, verbose
+    exp_solver, verbose, check_order
         As :func:`fit_shape_and_pose`.
     **overrides
         Single fitter options replacing those of ``options`` (see :func:`fit_shape_and_pose`).
@@ -328,12 +378,15 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     Returns
     -------
     SubjectsFit
-        Per-image arrays in the input order.
+        Per-image arrays in the input order, with the ``quality`` report; its soft signs over
+        all images are counted and summarised in one ``UserWarning``.
 
     Raises
     ------
     ValueError
         Degenerate landmarks (as :func:`fit_shape_and_pose`), or ``labels`` not of length N.
+    LandmarkOrderError
+        (a ValueError) Landmarks decisively not in iBUG order (as :func:`fit_shape_and_pose`).
     ConfigError
         An unknown option, or a value of the wrong type or range.
     """
@@ -344,14 +397,19 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     labels = np.arange(N) if labels is None else np.asarray(labels)
     if labels.shape != (N,):
         raise ValueError(f"labels must have shape ({N},) to match {N} landmark sets, got {labels.shape}")
+    if check_order:
+        check_landmark_order(model, y, "landmarks")
     subjects, subj = np.unique(labels, return_inverse=True)
+    subj = subj.reshape(-1)
     S = len(subjects)
     out, hists, sub = _fit_chunks(model, y, subj, S, S if not chunk else int(chunk), opts, exp_solver, verbose)
     width = max(h.shape[1] for h in hists)
     hist = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1])), mode="edge") for h in hists])
     yaw, pitch, roll = camera.euler_from_rotation(out["R"])
+    quality = _quality(model, y, subj, sub["a_id"], dict(a_exp=out["a_exp"], R=out["R"], f=out["f"], t=out["t"]),
+                       hist, sub["iters"], opts, check_order)
     return SubjectsFit(label=labels, alpha_id=out["a_id"], alpha_exp=out["a_exp"], R=out["R"], f=out["f"],
                        t=out["t"], yaw=yaw, pitch=pitch, roll=roll, rmse_px=out["rmse"], subjects=subjects,
                        subject_alpha_id=sub["a_id"], objective=hist, steps=sub["steps"], n_iter=sub["n_iter"],
-                       converged=sub["converged"], subject_n_iter=sub["iters"])
+                       converged=sub["converged"], subject_n_iter=sub["iters"], quality=quality)
 

@@ -144,10 +144,24 @@ def joint_step(fx: Fitter, st: State, mu: torch.Tensor, E_old: torch.Tensor):
 
 
 def refine(fx: Fitter, st: State, iters: int) -> tuple[State, list[np.ndarray], list[str]]:
-    """At most ``iters`` joint steps from ``st`` (stops when no subject can improve any more).
+    """The joint refinement after the alternation: at most ``iters`` Levenberg-Marquardt steps
+    on all parameters of Eq. 7 at once (pose, ``alpha_exp`` per image, ``alpha_id`` per subject;
+    our addition to the paper's alternation, ``fitting.joint_iters``).
 
-    Returns the state, every subject's E after every step (list of (S,) arrays) and the step
-    names (``"joint"``).
+    Parameters
+    ----------
+    fx : Fitter
+        The batched problem (S subjects, their images and landmarks).
+    st : State
+        Where the alternation stopped.
+    iters : int
+        Step cap; it stops earlier once no subject can lower its ``E`` (damping above 1e6).
+
+    Returns
+    -------
+    (State, list of ndarray (S,), list of str)
+        The refined state, every subject's ``E`` (mm²) after every step, and the step names
+        (``"joint"``).
     """
     history: list[np.ndarray] = []
     mu = torch.full((fx.S,), 1e-3, dtype=fx.dtype)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import FittingConfig
 from ..shape import MorphableModel, camera
+from ..shape.procrustes import apply_similarity, similarity_procrustes
 from .api import ImageParameters, fit_subjects
 
 __all__ = ["SyntheticLandmarks", "simulate_landmarks", "shape_rmse", "identity_error_vs_images", "shape_errors"]
@@ -118,8 +119,6 @@ def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
     if a.shape != b.shape or a.shape[-1] != 3:
         raise ValueError(f"shapes must match and be (..., n, 3), got {a.shape} and {b.shape}")
     if align_on is not None:
-        from ..evaluation.metrics.procrustes import apply_similarity, similarity_procrustes
-
         c, R, t = similarity_procrustes(a[..., align_on, :], b[..., align_on, :])
         a = apply_similarity(a, c, R, t)
     d = a - b if vertices is None else (a - b)[..., vertices, :]

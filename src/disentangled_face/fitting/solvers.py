@@ -15,7 +15,25 @@ __all__ = ["spd_solve", "box_ridge", "lsq_linear_ridge"]
 
 
 def spd_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Solve batched symmetric positive definite systems A x = b (Cholesky; LU where that fails)."""
+    """Solve batched symmetric positive definite systems ``A x = b`` (the normal equations of Eq. 7).
+
+    Parameters
+    ----------
+    A : Tensor (..., k, k)
+        Symmetric positive definite (a ridge term makes it so).
+    b : Tensor (..., k)
+
+    Returns
+    -------
+    Tensor (..., k)
+        Cholesky (``torch.linalg.cholesky_ex``) when every system factors, else LU
+        (``torch.linalg.solve``) for the whole batch.
+
+    Raises
+    ------
+    torch.linalg.LinAlgError
+        When a system is singular (LU fails too).
+    """
     L, info = torch.linalg.cholesky_ex(A)
     if bool((info == 0).all()):
         return torch.cholesky_solve(b[..., None], L)[..., 0]
@@ -98,9 +116,24 @@ def box_ridge(H: torch.Tensor, g: torch.Tensor, x0: torch.Tensor, lo: float, hi:
 
 
 def lsq_linear_ridge(A: np.ndarray, b: np.ndarray, lam: float, bounds) -> np.ndarray:
-    """Reference expression step: scipy.optimize.lsq_linear on [A; sqrt(lam) I] per image.
+    """Reference expression step: the bounded ridge problem ``min ||A x - b||² + lam ||x||²``,
+    ``lo <= x <= hi``, solved per image by ``scipy.optimize.lsq_linear`` (BVLS) on the stacked
+    system ``[A; sqrt(lam) I] x = [b; 0]``.
 
-    A (N, 2L, k), b (N, 2L), ``bounds`` (lo, hi); returns x (N, k).
+    Parameters
+    ----------
+    A : ndarray (N, 2L, k)
+        Per-image design matrices of the landmark residuals (weighted to mm).
+    b : ndarray (N, 2L)
+        Residual targets, mm.
+    lam : float
+        ``lambda_exp`` of Eq. 7, mm² per unit weight².
+    bounds : (lo, hi)
+        The blendshape range (``[0, 1]`` for ICT-FaceKit).
+
+    Returns
+    -------
+    ndarray (N, k)
     """
     from scipy.optimize import lsq_linear
 

@@ -45,7 +45,7 @@ class CodeScaler(nn.Module):
             self.register_buffer(name, t.clone())
 
     @classmethod
-    def fit(cls, alpha_id, alpha_exp, margin: float = 1.25, floor: float = 1e-3) -> "CodeScaler":
+    def fit(cls, alpha_id, alpha_exp, margin: float, floor: float = 1e-3) -> "CodeScaler":
         """Factors ``scale_d = margin * max_i |alpha_{i,d}|`` (at least ``floor``) from targets.
 
         Parameters

@@ -23,10 +23,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .disentangled import DisentangledFaceNet
+from ..config import ExperimentsConfig
 from ..methods import method_for_phase
+from .disentangled import DisentangledFaceNet
 
-__all__ = ["decodes_through_3dmm", "encode", "features", "reconstruct", "alpha_from_images", "evaluate"]
+#: Images per forward pass: the typed default of ``experiments.batch_size``.
+BATCH_SIZE = ExperimentsConfig.model_fields["batch_size"].default
+
+__all__ = ["BATCH_SIZE", "decodes_through_3dmm", "encode", "features", "reconstruct", "alpha_from_images", "evaluate"]
 
 
 def decodes_through_3dmm(model: nn.Module) -> bool:
@@ -68,7 +72,7 @@ def _batched(model: nn.Module, images, fn: Callable, batch_size: int):
     return [torch.cat([o[j] for o in outs]).cpu().numpy() for j in range(len(outs[0]))]
 
 
-def encode(model: DisentangledFaceNet, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def encode(model: DisentangledFaceNet, images, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Codes of images: ``(c_id (B, k_id), c_res (B, k_exp))`` in [-1, 1].
 
     Parameters
@@ -87,13 +91,13 @@ def encode(model: DisentangledFaceNet, images, batch_size: int = 64) -> tuple[np
     return c_id, c_res
 
 
-def features(model: nn.Module, images, batch_size: int = 64) -> np.ndarray:
+def features(model: nn.Module, images, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """The encoder's feature (B, feature_dim) of either network (the texture network's descriptor)."""
     model.eval()
     return _batched(model, images, lambda x: (model.encoder(x),), batch_size)[0]
 
 
-def reconstruct(model: DisentangledFaceNet, images, batch_size: int = 64, morphable=None,
+def reconstruct(model: DisentangledFaceNet, images, batch_size: int = BATCH_SIZE, morphable=None,
                 components: bool = False):
     """Reconstruct 3D shapes from images (Eq. 2).
 
@@ -141,14 +145,14 @@ def reconstruct(model: DisentangledFaceNet, images, batch_size: int = 64, morpha
     return {"shape": s, "identity_shape": s_id, "delta_res": d_res} if components else s
 
 
-def alpha_from_images(model: DisentangledFaceNet, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def alpha_from_images(model: DisentangledFaceNet, images, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Regressed 3DMM coefficients ``(alpha_id, alpha_exp)`` = the codes unscaled (:class:`CodeScaler`)."""
     c_id, c_res = encode(model, images, batch_size)
     a_id, a_exp = model.scaler.from_code(torch.as_tensor(c_id), torch.as_tensor(c_res))
     return a_id.numpy(), a_exp.numpy()
 
 
-def evaluate(model: nn.Module, dataset: Dataset, morphable=None, batch_size: int = 64,
+def evaluate(model: nn.Module, dataset: Dataset, morphable=None, batch_size: int = BATCH_SIZE,
              gt_keys: tuple[str, str] = ("alpha_id", "alpha_exp")) -> dict[str, float]:
     """Reconstruction error and identification accuracy of a network on a dataset.
 

@@ -1,5 +1,6 @@
-"""The shape model (chapter 1): the morphable model of Eq. 1-3 and 6, the camera of Eq. 6, and
-its inputs (ICT-FaceKit, the book's default; the Basel Face Model 2009).
+"""The shape model (chapter 1): the morphable model of Eq. 1-3 and 6, the camera of Eq. 6, the
+similarity Procrustes alignment of two shapes, and the model's inputs (ICT-FaceKit, the book's
+default; the Basel Face Model 2009).
 
 >>> from disentangled_face.shape import load_model, camera
 >>> model = load_model(cfg.model)                      # doctest: +SKIP
@@ -13,10 +14,11 @@ from ..config import ModelConfig
 from . import camera
 from .bfm import load_bfm2009
 from .morphable import NOSE_TIP_LANDMARK, MorphableModel, load_landmark_indices
+from .procrustes import apply_similarity, similarity_procrustes
 
 __all__ = ["MorphableModel", "NOSE_TIP_LANDMARK", "load_landmark_indices", "load_ict_facekit",
            "fetch_ict_facekit", "load_bfm2009", "load_model", "camera", "ModelNotFoundError",
-           "HashMismatchError"]
+           "HashMismatchError", "similarity_procrustes", "apply_similarity"]
 
 
 #: Names of :mod:`.ict_facekit`, imported on first use: ``python -m disentangled_face.shape.ict_facekit``

@@ -3,6 +3,7 @@
 ::
 
     python -m disentangled_face.training --config book [--phase all|phase1|...] [--resume]
+    python -m disentangled_face.training --config book --set train.phase1.epochs=2 --set train.seed=1
     torchrun --nproc_per_node=8 -m disentangled_face.training --config paper
 
 The profile is read and validated once, here (:func:`~disentangled_face.config.load_config`).
@@ -11,9 +12,10 @@ The profile is read and validated once, here (:func:`~disentangled_face.config.l
 from __future__ import annotations
 
 import argparse
+import yaml
 from typing import Sequence
 
-from ..config import load_config
+from ..config import ConfigError, _ProfileLoader, load_config
 from .data import TARGETS
 from .distributed import close_distributed, dist_info
 from .phases import PHASES
@@ -30,22 +32,40 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--phase", default="all", choices=("all", *PHASES), help="which phase (default: all)")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted phase from its state checkpoint (else restart it)")
-    ap.add_argument("--targets", default="fitted", choices=TARGETS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="override one key of the profile, e.g. train.phase1.epochs=2 (a YAML value; repeatable)")
+    ap.add_argument("--targets", default="fitted", choices=TARGETS,
+                    help="what Phase I/II regress: the 3DMM fits of the training images (the paper's "
+                         "targets, default) or the synthetic ground truth")
     ap.add_argument("--device", default=None, help="override train.device (cpu, cuda, cuda:N)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
+
+
+def _overrides(items: Sequence[str], ap: argparse.ArgumentParser) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--set expects KEY=VALUE (e.g. train.phase1.epochs=2), got {item!r}")
+        try:
+            out[key.strip()] = yaml.load(value, Loader=_ProfileLoader)
+        except yaml.YAMLError as exc:
+            ap.error(f"--set {key}: not a YAML value ({exc})")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, train the asked phases, print the run folder and final losses (rank 0).
 
-    Raises
-    ------
-    ConfigError
-        On an invalid profile (the message names the key's path).
+    An invalid profile or override exits with status 2 and one line naming the key's path.
     """
-    args = _parser().parse_args(argv)
-    cfg = load_config(args.config)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, _overrides(args.overrides, ap))
+    except ConfigError as exc:
+        ap.error(str(exc))
     phases = PHASES if args.phase == "all" else (args.phase,)
     out = train_pipeline(cfg, progress=not args.no_progress, phases=phases, resume=args.resume,
                          targets=args.targets, device=args.device)

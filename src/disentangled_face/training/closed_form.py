@@ -66,6 +66,29 @@ def solve_decoders(net, alpha_id: torch.Tensor, alpha_exp: torch.Tensor, model, 
 def train_closed_form(phase, net, dataset, model, files: RunFiles, chash: str, batch: int, rank: int, world: int):
     """Phase II solved exactly: the decoders, a one-row history, the final checkpoint (rank 0).
 
+    The decoders are linear and the Phase II loss quadratic, so its minimiser is a least-squares
+    solution (``optimizer: lstsq``): ``dec_id`` maps the target codes ``c_id*`` to the fitted
+    ``Delta s_Id`` and ``dec_res`` the ``c_res*`` to ``Delta s_Res`` (Eq. 2, mm).
+
+    Parameters
+    ----------
+    phase : Phase
+        The Phase II object (:mod:`.phases`).
+    net : DisentangledFaceNet
+        Its decoders are overwritten in place.
+    dataset : Dataset
+        Items with the fitted ``alpha_id`` (k_id,) and ``alpha_exp`` (k_exp,).
+    model : MorphableModel
+        Gives the targets ``A_id alpha_id`` and ``A_exp alpha_exp``.
+    files : RunFiles
+        Where the checkpoint and the logs go.
+    chash : str
+        Run hash stored in the checkpoint.
+    batch : int
+        Rows read at a time (memory only).
+    rank, world : int
+        This process and the number of processes (rank 0 writes).
+
     Returns
     -------
     (history, epochs) : pandas.DataFrame, pandas.DataFrame

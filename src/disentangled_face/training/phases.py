@@ -39,7 +39,7 @@ __all__ = ["Phase", "Phase1", "Phase2", "Phase3", "TexturePhase", "PHASE_OBJECTS
            "PhaseStep", "fit_code_scaler"]
 
 
-def fit_code_scaler(dataset: Dataset, margin: float = 1.25) -> CodeScaler:
+def fit_code_scaler(dataset: Dataset, margin: float = NetworkConfig.model_fields["code_margin"].default) -> CodeScaler:
     """:meth:`CodeScaler.fit` on a training dataset's fitted coefficients."""
     a_id, a_exp, _ = dataset_codes(dataset)
     return CodeScaler.fit(a_id, a_exp, margin=margin)

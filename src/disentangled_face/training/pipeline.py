@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import Config, with_overrides
 from ..paths import atomic_path, config_hash, data_dir
-from ..networks.inference import evaluate
+from ..networks.inference import BATCH_SIZE, evaluate
 from .checkpoints import load_checkpoint, load_model, seed_everything
 from .data import TrainingData, training_data
 from .distributed import init_distributed
@@ -97,15 +97,23 @@ class TrainedModels:
 def run_config(cfg: Config, targets: str = "fitted") -> dict:
     """The part of a profile that determines the trained networks (hashed into the run folder).
 
-    The sections ``model``, ``synth``, ``fitting``, ``network`` and ``train`` without ``sweep``
-    (the sweep has its own folder) and without the settings that do not change the result
-    (logging and checkpoint intervals, workers, threads), plus ``targets``.
+    The training images (the ``train`` protocol's file name, which hashes the generator's
+    config), the fitted targets' file name when ``targets == "fitted"`` (which hashes the fitter
+    options), the ``model`` and ``network`` sections, and ``train`` without ``sweep`` (it has its
+    own folder) and without the settings that do not change the result (logging and checkpoint
+    intervals, workers, threads), plus ``targets``. The test protocols' sizes and the rendering
+    workers are not in it: changing them does not retrain the networks.
     """
+    from ..data.protocols import protocol_path  # noqa: PLC0415 - only the file names are needed
+    from ..fitting.targets import targets_path  # noqa: PLC0415
+
     d = cfg.to_dict()
     train = {k: v for k, v in d["train"].items()
              if k not in ("sweep", "checkpoint_every", "log_every", "num_workers", "num_threads")}
-    return {"model": d["model"], "synth": d["synth"], "fitting": d["fitting"], "network": d["network"],
-            "train": train, "targets": targets}
+    data_key = {"train_protocol": protocol_path("train", cfg.synth).name}
+    if targets == "fitted":
+        data_key["fitted_targets"] = targets_path(cfg).name
+    return {"model": d["model"], "data": data_key, "network": d["network"], "train": train, "targets": targets}
 
 
 def run_hash(cfg: Config, targets: str = "fitted") -> str:
@@ -198,8 +206,17 @@ def _train_one(cfg: Config, phase, data: TrainingData, ckpts: dict, run_dir: Pat
                 progress=progress, device=device)
 
 
-def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = 64):
+def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = BATCH_SIZE):
     """Held-out 3D error and identification accuracy of every trained network.
+
+    Parameters
+    ----------
+    trained : TrainedModels
+        From :func:`train_pipeline`.
+    data : TrainingData
+        Its ``val`` split (held-out images of the training subjects) is evaluated.
+    batch_size : int
+        Images per forward pass (memory only; default ``experiments.batch_size``'s).
 
     Returns
     -------
@@ -214,7 +231,6 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
     """
     import pandas as pd
 
-
     rows, m = [], data.model
     for p, ck in trained.checkpoints.items():
         phase = PHASE_OBJECTS[p]
@@ -223,11 +239,9 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
         nan = float("nan")
         rows.append({"network": p, "rmse_mm": ev.get("rmse_mm", nan), "rmse_id_mm": ev.get("rmse_id_mm", nan),
                      "acc": ev["acc"] if phase.classifier_trained else nan})
-    v = data.val
-    a_fit = torch.stack([v[i]["fit_alpha_id"] for i in range(len(v))]).float()
-    e_fit = torch.stack([v[i]["fit_alpha_exp"] for i in range(len(v))]).float()
-    a_gt = torch.stack([v[i]["alpha_id"] for i in range(len(v))]).float()
-    e_gt = torch.stack([v[i]["alpha_exp"] for i in range(len(v))]).float()
+    items = [data.val[i] for i in range(len(data.val))]  # one pass over the held-out items
+    a_fit, e_fit, a_gt, e_gt = (torch.stack([it[k] for it in items]).float()
+                                for k in ("fit_alpha_id", "fit_alpha_exp", "alpha_id", "alpha_exp"))
     d = m.shape(a_fit, e_fit) - m.shape(a_gt, e_gt)
     d_id = m.identity_shape(a_fit) - m.identity_shape(a_gt)
     rows.append({"network": "fit", "rmse_mm": float(d.pow(2).sum(-1).mean().sqrt()),
@@ -266,7 +280,6 @@ def lambda_sweep(cfg: Config, trained: TrainedModels | None = None, data: Traini
 
 def _sweep_missing(cfg: Config, sweep: dict, sdir: Path, trained: TrainedModels, data, targets: str, progress: bool):
     import pandas as pd
-
 
     table = sdir / "results.csv"
     done = read_csv(table)

@@ -23,13 +23,13 @@ come from scikit-learn (:func:`sklearn.metrics.roc_curve`, :func:`sklearn.metric
 Several matchers are fused at score level by summation after z-score normalisation whose
 parameters come from the training folds (:func:`fuse_scores`).
 
-Modules: :mod:`.procrustes` (Umeyama alignment), :mod:`.shape_error` (Sec. 4.1),
+Modules: :mod:`disentangled_face.shape.procrustes` (Umeyama alignment, re-exported here), :mod:`.shape_error` (Sec. 4.1),
 :mod:`.verification` (Sec. 4.2, 10 folds), :mod:`.fusion` (score-level fusion). Every name is
 re-exported here: ``from disentangled_face.evaluation import metrics; metrics.eer(...)``.
 """
 
 from .fusion import fuse_scores, zscore_apply, zscore_params
-from .procrustes import apply_similarity, similarity_procrustes
+from ...shape.procrustes import apply_similarity, similarity_procrustes
 from .shape_error import CROP_RADIUS_MM, ShapeError, model_shape_error, shape_error
 from .verification import (VerificationResult, auc, best_accuracy_threshold, check_features, cosine_similarity,
                            eer, pair_scores, roc, tar_at_far, verification)

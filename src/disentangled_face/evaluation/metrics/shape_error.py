@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .procrustes import apply_similarity, similarity_procrustes
+from ...config import ExperimentsConfig
+from ...shape.procrustes import apply_similarity, similarity_procrustes
 
 __all__ = ["CROP_RADIUS_MM", "ShapeError", "shape_error", "model_shape_error"]
 
-#: Radius (mm) of the ground-truth crop around the nose tip (paper Sec. 4.1).
-CROP_RADIUS_MM = 95.0
+#: Radius (mm) of the ground-truth crop around the nose tip (paper Sec. 4.1: 95 mm), the typed
+#: default of ``experiments.crop_radius_mm``.
+CROP_RADIUS_MM = ExperimentsConfig.model_fields["crop_radius_mm"].default
 
 
 @dataclass
@@ -158,7 +160,7 @@ def model_shape_error(model, recon, truth, radius_mm: float = CROP_RADIUS_MM, **
 
     Parameters
     ----------
-    model : disentangled_face.model.MorphableModel
+    model : disentangled_face.shape.MorphableModel
     recon, truth : array_like, shape (n, 3) or (B, n, 3), mm
 
     Raises

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...config import ExperimentsConfig
 from .fusion import fuse_scores
+
+#: Default TAR@FAR targets: the typed configuration's (``experiments.far_targets``, Sec. 4.2).
+_FAR_TARGETS = ExperimentsConfig.model_fields["far_targets"].default
 
 __all__ = ["check_features", "cosine_similarity", "pair_scores", "roc", "eer", "auc", "tar_at_far",
            "best_accuracy_threshold", "VerificationResult", "verification"]
@@ -278,7 +282,7 @@ def _far_label(target: float) -> str:
     return f"{100 * target:g}%"
 
 
-def verification(scores, same, folds, higher_is_genuine=True, far_targets=(0.1, 0.01)) -> VerificationResult:
+def verification(scores, same, folds, higher_is_genuine=True, far_targets=_FAR_TARGETS) -> VerificationResult:
     """10-fold verification metrics of Sec. 4.2 for one matcher or a score-level fusion.
 
     For each fold k the test pairs are fold k and the training pairs are the other folds.
