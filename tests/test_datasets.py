@@ -9,6 +9,7 @@ from PIL import Image
 from disentangled_face import data
 from disentangled_face.config import load_config
 from disentangled_face.data import loaders as datasets
+from disentangled_face.data import landmarks as data_landmarks
 from disentangled_face.data import DatasetFormatError, FaceImageDataset
 
 
@@ -254,7 +255,7 @@ f 1/6 3/4 4/5
 def test_obj_keeps_vertex_order_and_count_at_texture_seams(tmp_path):
     p = tmp_path / "seam.obj"
     p.write_text(SEAM_OBJ)
-    v, f = datasets.read_mesh(p)
+    v, f = data.read_mesh(p)
     np.testing.assert_array_equal(v, [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
     np.testing.assert_array_equal(f, [[0, 1, 2], [0, 2, 3]])
     # trimesh, even with process=False, splits the seam vertices (what the loader avoids)
@@ -262,10 +263,10 @@ def test_obj_keeps_vertex_order_and_count_at_texture_seams(tmp_path):
     # polygons become triangle fans; negative indices count back from the last vertex
     q = tmp_path / "poly.obj"
     q.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf -4 -3 -2 -1\n")
-    np.testing.assert_array_equal(datasets.read_mesh(q)[1], [[0, 1, 2], [0, 2, 3]])
+    np.testing.assert_array_equal(data.read_mesh(q)[1], [[0, 1, 2], [0, 2, 3]])
     q.write_text("v 0 0 0\nv 1 0 0\nf 1 2 7\n")
     with pytest.raises(DatasetFormatError, match="outside"):
-        datasets.read_mesh(q)
+        data.read_mesh(q)
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +300,7 @@ def test_load_scan_with_landmark_files(tmp_path, face68, ext):
     m, L = face68
     mesh = _write_scan(tmp_path, m)
     _write_landmarks(mesh.with_suffix(ext), L)
-    s = datasets.load_scan(mesh)                        # the landmark file found by the mesh's stem
+    s = data.load_scan(mesh)                        # the landmark file found by the mesh's stem
     assert s.vertices.shape == m.mean.shape and s.triangles.shape == m.triangles.shape
     np.testing.assert_allclose(s.vertices, m.mean, atol=1e-4)           # order and count kept
     np.testing.assert_allclose(s.landmarks, L, atol=1e-5)
@@ -310,17 +311,17 @@ def test_load_scan_reports_and_converts_units(tmp_path, face68):
     m, L = face68
     mesh = _write_scan(tmp_path, m, scale=0.001)                         # metres
     _write_landmarks(tmp_path / "lm.npy", L * 0.001)
-    s = datasets.load_scan(mesh, tmp_path / "lm.npy")
+    s = data.load_scan(mesh, tmp_path / "lm.npy")
     assert (s.units, s.scale_to_mm) == ("m", 1000.0)
     np.testing.assert_allclose(s.landmarks, L, rtol=1e-9)
     np.testing.assert_allclose(s.vertices, m.mean, atol=1e-3)
-    assert datasets.load_scan(mesh, tmp_path / "lm.npy", units="m").units == "m"
-    odd = datasets.load_scan(mesh, tmp_path / "lm.npy", units="mm", check_order=False)
+    assert data.load_scan(mesh, tmp_path / "lm.npy", units="m").units == "m"
+    odd = data.load_scan(mesh, tmp_path / "lm.npy", units="mm", check_order=False)
     assert odd.units == "mm" and odd.scale_to_mm == 1.0
     _write_landmarks(tmp_path / "tiny.npy", L * 1e-5)                     # fits no unit
-    assert datasets.load_scan(mesh, tmp_path / "tiny.npy", check_order=False).units == "unknown"
+    assert data.load_scan(mesh, tmp_path / "tiny.npy", check_order=False).units == "unknown"
     with pytest.raises(DatasetFormatError, match="units"):
-        datasets.load_scan(mesh, units="inch")
+        data.load_scan(mesh, units="inch")
 
 
 def test_ljson_grouped_by_label_is_put_in_ibug_order(tmp_path, face68):
@@ -339,14 +340,14 @@ def test_ljson_grouped_by_label_is_put_in_ibug_order(tmp_path, face68):
            "version": 3}
     p = tmp_path / "scan.ljson"
     p.write_text(json.dumps(doc))
-    np.testing.assert_allclose(datasets.read_landmarks(p), L)
+    np.testing.assert_allclose(data.read_landmarks(p), L)
     mesh = _write_scan(tmp_path, m)
-    np.testing.assert_allclose(datasets.load_scan(mesh).landmarks, L)
+    np.testing.assert_allclose(data.load_scan(mesh).landmarks, L)
     # the same points without labels stay in file order, which the order check refuses
     doc["groups"]["LJSON"]["labels"] = []
     p.write_text(json.dumps(doc))
-    with pytest.raises(datasets.LandmarkOrderError, match="iBUG"):
-        datasets.load_scan(mesh)
+    with pytest.raises(data_landmarks.LandmarkOrderError, match="iBUG"):
+        data.load_scan(mesh)
 
 
 def test_scan_landmark_order_is_checked(tmp_path, face68):
@@ -356,7 +357,7 @@ def test_scan_landmark_order_is_checked(tmp_path, face68):
     mesh = _write_scan(tmp_path, m)
     rng = np.random.default_rng(0)
     noisy = L + rng.normal(0, 1.5, L.shape)                               # a real scan's imprecision
-    datasets.check_landmark_order_3d(noisy)
+    data_landmarks.check_landmark_order_3d(noisy)
     swapped = noisy.copy()
     swapped[[36, 45]] = swapped[[45, 36]]
     cases = [(noisy[IBUG_MIRROR], "mirrored"), (noisy * [-1, 1, 1], "mirrored"),
@@ -364,9 +365,9 @@ def test_scan_landmark_order_is_checked(tmp_path, face68):
     for pts, msg in cases:
         _write_landmarks(tmp_path / "scan.npy", pts)
         with pytest.raises(ValueError, match=msg):
-            datasets.load_scan(mesh)
-    s = datasets.load_scan(mesh, check_order=False)
+            data.load_scan(mesh)
+    s = data.load_scan(mesh, check_order=False)
     assert s.landmarks.shape == (68, 3)
     _write_landmarks(tmp_path / "scan.npy", L[:, :2])
     with pytest.raises(DatasetFormatError, match="3D"):
-        datasets.load_scan(mesh)
+        data.load_scan(mesh)

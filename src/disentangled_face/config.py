@@ -294,7 +294,9 @@ class LandmarksConfig(_Section):
 class NetworkConfig(_Section):
     """``network:``: the encoder-decoder (Sec. 3.2): SphereFace-20 ``width`` multiplier (1.0 is
     the published network), ``input_size`` (height, width) pixels the encoder sees,
-    ``feature_dim``, ``code_margin`` (> 1, see ``CodeScaler``), ``decoder_bias``."""
+    ``feature_dim``, ``code_margin`` (> 1, see ``CodeScaler``), ``decoder_bias``, ``norm``
+    (``none``: the published sphere20a, no normalisation layer; ``batch``: a deviation from it,
+    BatchNorm after every convolution, see :class:`~disentangled_face.networks.SphereFace20`)."""
 
     arch: Literal["sphere20a"] = "sphere20a"
     width: float = Field(1.0, gt=0)
@@ -302,6 +304,7 @@ class NetworkConfig(_Section):
     feature_dim: int = Field(512, ge=1)
     code_margin: float = Field(1.25, gt=1)
     decoder_bias: bool = False
+    norm: Literal["none", "batch"] = "none"
 
     @field_validator("input_size")
     @classmethod

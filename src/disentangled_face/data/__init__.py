@@ -30,8 +30,9 @@ from .expressions import EXPRESSIONS, expression_vector, has_expression_names, s
 from .generator import (IMAGE_SIZE, SPHEREFACE_REFERENCE, RenderedFaces, centring_translation, five_points,
                         get_albedo_model, get_renderer, reference_scale, render_faces, subject_albedo,
                         subject_codes, subject_faces)
-from .loaders import (load_bu3dfe, load_casia_webface, load_lfw_pairs, load_lfw_pairs_sklearn, load_micc,
-                      load_scan, load_ytf, read_landmarks, read_landmarks_3d, read_mesh, to_network_input)
+from .loaders import (load_bu3dfe, load_casia_webface, load_lfw_pairs, load_lfw_pairs_sklearn, load_micc, load_ytf,
+                      to_network_input)
+from .scans import load_scan, read_landmarks, read_landmarks_3d, read_mesh
 from .protocols import (GENERATOR_VERSION, PROTOCOLS, REAL_ANALOGUES, SUBJECT_OFFSETS, plan_protocol,
                         protocol_config, protocol_path, protocol_sizes)
 from .records import DatasetFormatError, FaceSample, Scan3D, VerificationPair, read_image

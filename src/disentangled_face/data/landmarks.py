@@ -17,7 +17,7 @@ acceptance threshold (``score_threshold``) and the score below which a chosen fa
 
 The iBUG 68-point scheme itself lives here too: :data:`IBUG_MIRROR` (the left-right
 permutation) and :func:`check_landmark_order_3d` (a scan's 68 landmarks against a template
-face, used by :func:`disentangled_face.data.loaders.load_scan`; the 2D check of the fitter is
+face, used by :func:`disentangled_face.data.scans.load_scan`; the 2D check of the fitter is
 :func:`disentangled_face.fitting.quality.check_landmark_order`).
 
 >>> # 'fan' when its weights are cached, else 'dlib' (logged at WARNING); detect() gives a
@@ -453,7 +453,8 @@ class LandmarkDetector:
         self.low_score = float(low)
         self.n_low_score = 0
         self._warned = False
-        logger.warning("landmark detector: %s (%s; score threshold %g, low-score warning below %g)",
+        # which backend runs: INFO here; a low-scoring face's WARNING names the backend too
+        logger.info("landmark detector: %s (%s; score threshold %g, low-score warning below %g)",
                        backend, why, self.score_threshold, self.low_score)
         if backend == "fan":
             import face_alignment

@@ -8,7 +8,7 @@ reads a file: it works on any machine.
 
 Two kinds of gap are kept apart:
 
-* the paper's "–" (a cell it leaves empty: 3DMM-CNN at |yaw| ≥ 60° in Table 1) is stored as
+* the paper's "–" (a cell it leaves empty: 3DMM-CNN at ``|yaw|`` ≥ 60° in Table 1) is stored as
   ``None`` (:data:`NOT_REPORTED`) and shown as :data:`DASH`;
 * a value *we* lack (a method of ours with no row in a paper table, or a paper method we do not
   rebuild) is not a cell of the paper's table at all; :func:`counterpart` and

@@ -57,7 +57,8 @@ module             what
 
 from __future__ import annotations
 
-from .quality import FitQuality, LandmarkOrderError
+from ..data.landmarks import LandmarkOrderError
+from .quality import FitQuality
 from .api import FitResult, ImageParameters, SubjectsFit, fit_images, fit_shape_and_pose, fit_single_image, fit_subjects
 from .checks import fitter_options
 from .pose import estimate_pose, nearest_scaled_rotation

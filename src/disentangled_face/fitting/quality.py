@@ -32,11 +32,11 @@ import numpy as np
 from ..data.landmarks import IBUG_68_ORDER, IBUG_MIRROR, LandmarkOrderError
 from ..shape import MorphableModel, camera
 
-__all__ = ["IBUG_MIRROR", "IBUG_68_ORDER", "WARN_REPROJECTION_IOD", "WARN_LANDMARK_IOD", "WARN_ALPHA_SD", "FitQuality",
-           "LandmarkOrderError", "check_landmark_order", "order_diagnostics", "assess"]
+__all__ = ["WARN_REPROJECTION_IOD", "WARN_LANDMARK_IOD", "WARN_ALPHA_SD", "FitQuality",
+           "check_landmark_order", "order_diagnostics", "assess"]
 
 #: Soft-sign thresholds of the report: reprojection RMSE and the largest single residual
-#: (inter-ocular units), |alpha_id| (SD).
+#: (inter-ocular units), ``|alpha_id|`` (SD).
 WARN_REPROJECTION_IOD = 0.1
 WARN_LANDMARK_IOD = 0.35
 WARN_ALPHA_SD = 5.0

@@ -49,7 +49,7 @@ class DisentangledFaceNet(nn.Module):
         Mean shape in mm (zeros when omitted).
     scaler : CodeScaler, optional
         Code scaling (unit factors when omitted).
-    width, input_size, feature_dim, decoder_bias
+    width, input_size, feature_dim, decoder_bias, norm
         See :class:`SphereFace20` and :class:`~disentangled_face.config.NetworkConfig`.
 
     Raises
@@ -61,12 +61,12 @@ class DisentangledFaceNet(nn.Module):
     def __init__(self, n_vertices: int, n_id: int, n_exp: int, n_subjects: int, s_mean=None,
                  scaler: CodeScaler | None = None, width: float = 1.0,
                  input_size: Sequence[int] = (112, 96), feature_dim: int = 512,
-                 decoder_bias: bool = False):
+                 decoder_bias: bool = False, norm: str = "none"):
         super().__init__()
         if min(n_vertices, n_id, n_exp, n_subjects) < 1:
             raise ValueError(f"sizes must be >= 1, got n={n_vertices}, k_id={n_id}, k_exp={n_exp}, subjects={n_subjects}")
         self.n_vertices, self.n_id, self.n_exp, self.n_subjects = n_vertices, n_id, n_exp, n_subjects
-        self.encoder = SphereFace20(width, input_size, feature_dim)
+        self.encoder = SphereFace20(width, input_size, feature_dim, norm=norm)
         self.head_id = nn.Linear(feature_dim, n_id)
         self.head_res = nn.Linear(feature_dim, n_exp)
         self.classifier = nn.Linear(n_id, n_subjects)
@@ -75,6 +75,10 @@ class DisentangledFaceNet(nn.Module):
         for lin in (self.head_id, self.head_res, self.classifier):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
+        if norm == "batch":  # normalised features: small heads keep the tanh codes off saturation at the start
+            with torch.no_grad():
+                for lin in (self.head_id, self.head_res):
+                    lin.weight.mul_(0.1)
         for lin in (self.dec_id, self.dec_res):
             nn.init.normal_(lin.weight, std=1.0 / math.sqrt(lin.in_features))
             if lin.bias is not None:
@@ -101,7 +105,7 @@ class DisentangledFaceNet(nn.Module):
         (its sizes and mean shape)."""
         return cls(model.n_vertices, model.n_id, model.n_exp, n_subjects, s_mean=model.s_mean,
                    scaler=scaler, width=network.width, input_size=network.input_size,
-                   feature_dim=network.feature_dim, decoder_bias=network.decoder_bias)
+                   feature_dim=network.feature_dim, decoder_bias=network.decoder_bias, norm=network.norm)
 
     def arch(self) -> dict:
         """Constructor arguments (primitives only) so a checkpoint can rebuild the network."""
@@ -109,7 +113,8 @@ class DisentangledFaceNet(nn.Module):
                 "n_exp": self.n_exp, "n_subjects": self.n_subjects,
                 "width": self.encoder.channels[0] / STAGE_CHANNELS[0],
                 "input_size": list(self.encoder.input_size), "feature_dim": self.encoder.feature_dim,
-                "decoder_bias": self.dec_id.bias is not None}
+                "decoder_bias": self.dec_id.bias is not None,
+                **({"norm": self.encoder.norm} if self.encoder.norm != "none" else {})}
 
     @torch.no_grad()
     def init_decoders_from_model(self, model) -> None:

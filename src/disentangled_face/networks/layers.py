@@ -24,9 +24,10 @@ def build_from_arch(arch: dict) -> nn.Module:
     if kind == "disentangled":
         return DisentangledFaceNet(a["n_vertices"], a["n_id"], a["n_exp"], a["n_subjects"],
                                    width=a["width"], input_size=a["input_size"],
-                                   feature_dim=a["feature_dim"], decoder_bias=a["decoder_bias"])
+                                   feature_dim=a["feature_dim"], decoder_bias=a["decoder_bias"],
+                                   norm=a.get("norm", "none"))
     if kind == "texture":
-        return TextureNet(a["n_subjects"], a["width"], a["input_size"], a["feature_dim"])
+        return TextureNet(a["n_subjects"], a["width"], a["input_size"], a["feature_dim"], norm=a.get("norm", "none"))
     raise ValueError(f"unknown network kind {kind!r}; expected 'disentangled' or 'texture'")
 
 

@@ -6,6 +6,11 @@ two convolutions; flatten (512 x 7 x 6) and a fully connected layer to a 512-d f
 initialisation follows the Caffe model: Xavier for the stride-2 convolutions and the FC layer,
 Gaussian (std 0.01, no bias) for the convolutions inside residual units.
 
+``network.norm = "batch"`` (a deviation from sphere20a, off by default) puts a BatchNorm after
+every convolution (before its PReLU; the convolutions then have no bias) and starts each
+residual unit's second BatchNorm at zero scale, so every unit begins as the identity: the
+small book network then trains at higher learning rates and widths without diverging.
+
 ``network.width`` multiplies every channel count (1.0 is the published network) and
 ``network.input_size`` is the (height, width) the encoder sees; images of another size are
 resized (bilinear, antialiased) inside :meth:`SphereFace20.forward`, so every dataset keeps
@@ -34,9 +39,12 @@ def _conv_out(size: int) -> int:
 
 
 class ResidualUnit(nn.Module):
-    """``x + PReLU(conv(PReLU(conv(x))))``, both convolutions 3x3, padding 1 (SphereFace)."""
+    """``x + PReLU(conv(PReLU(conv(x))))``, both convolutions 3x3, padding 1 (SphereFace).
 
-    def __init__(self, channels: int):
+    With ``norm=True``: ``x + PReLU(BN(conv(PReLU(BN(conv(x))))))``, the second BatchNorm's
+    scale starting at zero (the unit starts as the identity)."""
+
+    def __init__(self, channels: int, norm: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.relu1 = nn.PReLU(channels)
@@ -44,8 +52,14 @@ class ResidualUnit(nn.Module):
         self.relu2 = nn.PReLU(channels)
         for c in (self.conv1, self.conv2):
             nn.init.normal_(c.weight, std=0.01)
+        self.norm = norm
+        if norm:
+            self.bn1, self.bn2 = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+            nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm:
+            return x + self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
         return x + self.relu2(self.conv2(self.relu1(self.conv1(x))))
 
 
@@ -60,6 +74,9 @@ class SphereFace20(nn.Module):
         (height, width) in pixels the convolutions see; (112, 96) as published.
     feature_dim : int
         Size of the output feature (512 as published).
+    norm : {"none", "batch"}
+        ``"none"`` (published): no normalisation layer; ``"batch"``: BatchNorm after every
+        convolution (module docstring).
 
     Notes
     -----
@@ -67,18 +84,25 @@ class SphereFace20(nn.Module):
     are resized first (``F.interpolate``, bilinear, antialias). Output: (B, feature_dim).
     """
 
-    def __init__(self, width: float = 1.0, input_size: Sequence[int] = (112, 96), feature_dim: int = 512):
+    def __init__(self, width: float = 1.0, input_size: Sequence[int] = (112, 96), feature_dim: int = 512,
+                 norm: str = "none"):
         super().__init__()
+        if norm not in ("none", "batch"):
+            raise ValueError(f"norm must be 'none' or 'batch', got {norm!r}")
+        self.norm = norm
+        bn = norm == "batch"
         self.input_size = (int(input_size[0]), int(input_size[1]))
         chans = [max(1, int(round(c * width))) for c in STAGE_CHANNELS]
         layers: list[nn.Module] = []
         c_in = 3
         h, w = self.input_size
         for i, (c, units) in enumerate(zip(chans, STAGE_UNITS)):
-            conv = nn.Conv2d(c_in, c, 3, 2, 1)
+            conv = nn.Conv2d(c_in, c, 3, 2, 1, bias=not bn)
             nn.init.xavier_uniform_(conv.weight)
-            nn.init.zeros_(conv.bias)
-            stage = [conv, nn.PReLU(c)] + [ResidualUnit(c) for _ in range(units)]
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            stage = [conv] + ([nn.BatchNorm2d(c)] if bn else []) + [nn.PReLU(c)] + \
+                [ResidualUnit(c, norm=bn) for _ in range(units)]
             layers.append(nn.Sequential(*stage))
             c_in = c
             h, w = _conv_out(h), _conv_out(w)

@@ -22,12 +22,12 @@ class TextureNet(nn.Module):
     """
 
     def __init__(self, n_subjects: int, width: float = 1.0, input_size: Sequence[int] = (112, 96),
-                 feature_dim: int = 512):
+                 feature_dim: int = 512, norm: str = "none"):
         super().__init__()
         if n_subjects < 1:
             raise ValueError(f"n_subjects must be >= 1, got {n_subjects}")
         self.n_subjects = n_subjects
-        self.encoder = SphereFace20(width, input_size, feature_dim)
+        self.encoder = SphereFace20(width, input_size, feature_dim, norm=norm)
         self.classifier = nn.Linear(feature_dim, n_subjects)
         nn.init.xavier_uniform_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
@@ -35,12 +35,13 @@ class TextureNet(nn.Module):
     @classmethod
     def from_config(cls, network: NetworkConfig, n_subjects: int) -> "TextureNet":
         """Build from ``cfg.network`` (its decoder settings do not apply)."""
-        return cls(n_subjects, network.width, network.input_size, network.feature_dim)
+        return cls(n_subjects, network.width, network.input_size, network.feature_dim, norm=network.norm)
 
     def arch(self) -> dict:
         return {"kind": "texture", "n_subjects": self.n_subjects,
                 "width": self.encoder.channels[0] / STAGE_CHANNELS[0],
-                "input_size": list(self.encoder.input_size), "feature_dim": self.encoder.feature_dim}
+                "input_size": list(self.encoder.input_size), "feature_dim": self.encoder.feature_dim,
+                **({"norm": self.encoder.norm} if self.encoder.norm != "none" else {})}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> {"feature": (B, F), "logits": (B, n_subjects)}."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..training.phases import PHASE_OBJECTS, PHASES
+
+if TYPE_CHECKING:
+    from ..training.pipeline import TrainedModels
 
 __all__ = ["history_figure", "sweep_figure"]
 

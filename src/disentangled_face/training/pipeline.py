@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import Config, with_overrides
 from ..paths import atomic_path, config_hash, data_dir
+from ..methods import method_for_phase
 from ..networks.inference import BATCH_SIZE, evaluate
 from .checkpoints import load_checkpoint, load_model, seed_everything
 from .data import TrainingData, training_data
@@ -206,6 +207,14 @@ def _train_one(cfg: Config, phase, data: TrainingData, ckpts: dict, run_dir: Pat
                 progress=progress, device=device)
 
 
+def _method_name(phase: str) -> str:
+    """The methods table's display name of a phase's checkpoint (Phase II has no method of its own)."""
+    try:
+        return method_for_phase(phase).name
+    except KeyError:
+        return "Phase I encoder + Phase II decoders"
+
+
 def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = BATCH_SIZE):
     """Held-out 3D error and identification accuracy of every trained network.
 
@@ -221,7 +230,8 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
     Returns
     -------
     pandas.DataFrame
-        One row per network: ``network``, ``rmse_mm`` (per-vertex RMS distance to the
+        One row per network: ``network`` (the phase), ``method`` (its display name in the
+        methods table), ``rmse_mm`` (per-vertex RMS distance to the
         ground-truth shape, mm, model frame, no alignment), ``rmse_id_mm`` (identity part vs
         the true neutral shape), ``acc`` (top-1 over the training subjects; NaN where the
         network has no trained classifier). ``phase1`` decodes with the 3DMM (3DMM-CNN-like,
@@ -237,14 +247,15 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
         net = load_model(ck)
         ev = evaluate(net, data.val, m if phase.has_shape else None, batch_size)
         nan = float("nan")
-        rows.append({"network": p, "rmse_mm": ev.get("rmse_mm", nan), "rmse_id_mm": ev.get("rmse_id_mm", nan),
-                     "acc": ev["acc"] if phase.classifier_trained else nan})
+        rows.append({"network": p, "method": _method_name(p), "rmse_mm": ev.get("rmse_mm", nan),
+                     "rmse_id_mm": ev.get("rmse_id_mm", nan), "acc": ev["acc"] if phase.classifier_trained else nan})
     items = [data.val[i] for i in range(len(data.val))]  # one pass over the held-out items
     a_fit, e_fit, a_gt, e_gt = (torch.stack([it[k] for it in items]).float()
                                 for k in ("fit_alpha_id", "fit_alpha_exp", "alpha_id", "alpha_exp"))
     d = m.shape(a_fit, e_fit) - m.shape(a_gt, e_gt)
     d_id = m.identity_shape(a_fit) - m.identity_shape(a_gt)
-    rows.append({"network": "fit", "rmse_mm": float(d.pow(2).sum(-1).mean().sqrt()),
+    rows.append({"network": "fit", "method": "3DMM fit of the training images (the targets)",
+                 "rmse_mm": float(d.pow(2).sum(-1).mean().sqrt()),
                  "rmse_id_mm": float(d_id.pow(2).sum(-1).mean().sqrt()), "acc": float("nan")})
     return pd.DataFrame(rows)
 
