@@ -143,3 +143,24 @@ def test_losses_analytic():
         reconstruction_loss(s_pred, s_fit[:, :-3])
     with pytest.raises(ValueError, match="lambda_r"):
         joint_loss(s_pred, s_fit, logits, labels, lambda_r=-1)
+
+
+def test_batchnorm_option_is_off_by_default_and_starts_units_as_identity():
+    """network.norm: "none" is the published sphere20a (no BatchNorm); "batch" adds BatchNorm and
+    each residual unit starts as the identity (its second BatchNorm's scale is zero)."""
+    torch.manual_seed(0)
+    plain = SphereFace20(width=0.125, input_size=(56, 48))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    bn = SphereFace20(width=0.125, input_size=(56, 48), norm="batch").eval()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    x = torch.randn(2, 3, 112, 96)
+    out = bn(x)
+    assert out.shape == (2, 512) and torch.isfinite(out).all()
+    unit = next(m for m in bn.modules() if type(m).__name__ == "ResidualUnit")
+    c = unit.conv1.in_channels
+    h = torch.randn(1, c, 7, 6)
+    torch.testing.assert_close(unit(h), h)
+    with pytest.raises(ValueError, match="norm"):
+        SphereFace20(width=0.125, norm="layer")
+    with pytest.raises(ConfigError, match="network.norm"):
+        load_config("book", {"network.norm": "layer"})
