@@ -32,7 +32,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -42,7 +42,7 @@ from .paths import config_hash
 PROFILES = ("book", "paper")
 SECTIONS = ("model", "synth", "fitting", "targets", "landmarks", "network", "train", "experiments")
 
-__all__ = ["ConfigError", "Config", "load_config", "with_overrides", "section_hash", "PROFILES", "SECTIONS",
+__all__ = ["ConfigError", "Config", "load_config", "with_overrides", "replace_section", "section_hash", "PROFILES", "SECTIONS",
            "ModelConfig", "SynthConfig", "FittingConfig", "TargetsConfig", "LandmarksConfig", "NetworkConfig",
            "TrainConfig", "PhaseConfig", "Phase3Config", "SweepConfig", "ExperimentsConfig"]
 
@@ -63,6 +63,7 @@ class _Section(BaseModel):
 
 Pair = tuple[float, float]
 PosInt = Field(ge=1)
+_S = TypeVar("_S", bound="_Section")
 
 
 # ----------------------------------------------------------------------------------- model
@@ -490,10 +491,10 @@ class Config(_Section):
         return out
 
 
-def _error_text(exc: ValidationError, source: str) -> str:
+def _error_text(exc: ValidationError, source: str, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-")))
+        loc = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-"))])
         if err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key; expected one of {_allowed_keys(loc)}")
             continue
@@ -518,7 +519,14 @@ def _tuple_length(loc: str) -> str:
     return str(len(args)) if args and Ellipsis not in args else "the right number of"
 
 
+def _section_model(field) -> Any:
+    """The pydantic model a field holds (``Optional[Model]`` unwrapped), or its plain annotation."""
+    subs = [a for a in getattr(field.annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return subs[0] if subs else field.annotation
+
+
 def _field_at(loc: str):
+    """The field at a dotted path from the root (``train.phase3.lambda_r``), or None."""
     model: Any = Config
     field = None
     for part in loc.split("."):
@@ -527,33 +535,29 @@ def _field_at(loc: str):
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return None
-        ann = field.annotation
-        subs = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = subs[0] if subs else ann
+        model = _section_model(field)
     return field
 
 
 def _allowed_keys(loc: str) -> list[str]:
-    model: Any = Config
-    for part in loc.split(".")[:-1]:
-        field = None
-        for name, f in model.model_fields.items():
-            if part in (name, f.alias):
-                field = f
-        if field is None:
-            return []
-        ann = field.annotation
-        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = args[0] if args else ann
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
+    """The keys of the section that holds ``loc`` (its parent path)."""
+    parent = loc.rpartition(".")[0]
+    field = _field_at(parent) if parent else None
+    model = Config if not parent else (_section_model(field) if field is not None else None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
     return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _json(raw: Any) -> str:
+    # numpy scalars (np.int64 ...) become Python numbers; nothing else is converted
+    return json.dumps(raw, default=lambda o: o.item() if hasattr(o, "item") else o)
 
 
 def _validate(raw: Mapping[str, Any], source: str) -> Config:
     try:
         # JSON mode: YAML lists become tuples, ints are accepted as floats, nothing else coerces
-        return Config.model_validate_json(json.dumps(raw), strict=True)
+        return Config.model_validate_json(_json(raw), strict=True)
     except ValidationError as exc:
         raise ConfigError(_error_text(exc, source)) from None
     except TypeError as exc:
@@ -661,6 +665,36 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
         As :func:`load_config`.
     """
     return _validate(_set_dotted(cfg.to_dict(), overrides), f"profile '{cfg.profile}' with overrides")
+
+
+def replace_section(section: _S, overrides: Mapping[str, Any], path: str, strict: bool = True) -> _S:
+    """A copy of one section with some keys changed and validated as :func:`load_config` would.
+
+    Parameters
+    ----------
+    section : a section model (e.g. ``cfg.fitting``)
+    overrides : mapping
+        Keys of that section and their new values (NumPy scalars are accepted).
+    path : str
+        The section's path in a profile (``"fitting"``), named in the errors.
+    strict : bool
+        As a profile is read (no coercion: ``7.0`` is not an integer); ``False`` lets pydantic
+        coerce Python values (``7.0`` to ``7``), for keyword arguments of a function.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key or a value of the wrong type or range (``fitting.max_iter: ...``).
+    """
+    try:
+        if strict:
+            return type(section).model_validate_json(_json({**section.to_dict(), **overrides}), strict=True)
+        plain = {k: v.item() if hasattr(v, "item") else v for k, v in overrides.items()}
+        return type(section).model_validate({**section.model_dump(), **plain}, strict=False)
+    except ValidationError as exc:
+        raise ConfigError(_error_text(exc, f"{path} overrides", prefix=path)) from None
+    except TypeError as exc:
+        raise ConfigError(f"{path} overrides: values must be numbers, strings, lists or mappings ({exc})") from None
 
 
 def section_hash(*parts: Any, length: int = 10) -> str:

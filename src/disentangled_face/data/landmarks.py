@@ -42,6 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..shape.procrustes import apply_similarity, similarity_procrustes
+
 logger = logging.getLogger(__name__)
 
 #: Weight files FAN (2D, large network) and its S3FD face detector load from torch hub's
@@ -94,15 +96,10 @@ _TEMPLATE: np.ndarray | None = None
 
 
 def _similarity_rmse(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-point distances after the least-squares proper similarity (no reflection) of a onto b."""
-    ac, bc = a - a.mean(0), b - b.mean(0)
-    U, S, Vt = np.linalg.svd(ac.T @ bc)
-    d = np.sign(np.linalg.det(U @ Vt)) or 1.0
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    c = (S * np.diag(D)).sum() / max((ac ** 2).sum(), 1e-300)
-    r = np.linalg.norm(c * ac @ R - bc, axis=-1)
-    return r, c
+    """Per-point distances after the least-squares proper similarity (no reflection) of a onto b,
+    and its scale (:func:`disentangled_face.shape.procrustes.similarity_procrustes`)."""
+    c, R, t = similarity_procrustes(a, b)
+    return np.linalg.norm(apply_similarity(a, c, R, t) - b, axis=-1), float(c)
 
 
 def check_landmark_order_3d(points: Any, template: Any = None, name: str = "landmarks") -> dict[str, Any]:

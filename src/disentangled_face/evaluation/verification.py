@@ -10,12 +10,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import ExperimentsConfig
 from ..methods import FUSIONS
 from . import metrics
+from .metrics.verification import _FAR_TARGETS
 from .paper_results import VERIFICATION_METRICS
-
-_FAR_TARGETS = ExperimentsConfig.model_fields["far_targets"].default  # experiments.far_targets
 
 __all__ = ["sequence_features", "VerificationTable", "verification_table"]
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
-from ..config import ConfigError, FittingConfig
+from ..config import ConfigError, FittingConfig, replace_section
 from ..shape import MorphableModel
 
 __all__ = ["check_landmarks", "check_model", "split_detections", "fitter_options", "torch_dtype", "EXP_SOLVERS"]
@@ -69,11 +68,6 @@ def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-def _plain(value: Any) -> Any:
-    """NumPy scalars as Python numbers (the typed options are strict about types)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def fitter_options(options: FittingConfig | None = None, **overrides: Any) -> FittingConfig:
     """The fitter options: ``options`` (default: :class:`FittingConfig`'s typed defaults) with
     ``overrides`` applied and validated.
@@ -94,11 +88,7 @@ def fitter_options(options: FittingConfig | None = None, **overrides: Any) -> Fi
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise ConfigError(f"fitting.{unknown[0]}: unknown fitting option(s) {unknown}; expected one of {known}")
-    try:
-        return FittingConfig.model_validate({**options.model_dump(), **{k: _plain(v) for k, v in overrides.items()}})
-    except ValidationError as exc:
-        raise ConfigError("; ".join(f"fitting.{'.'.join(map(str, e['loc']))}: {e['msg'][0].lower() + e['msg'][1:]}, "
-                                    f"got {e.get('input')!r}" for e in exc.errors())) from None
+    return replace_section(options, overrides, "fitting", strict=False)
 
 
 def split_detections(landmarks2d: Any) -> tuple[np.ndarray, list, list]:

@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..data.landmarks import IBUG_68_ORDER, IBUG_MIRROR, LandmarkOrderError
 from ..shape import MorphableModel, camera
+from .pose import nearest_scaled_rotation_t
 
 __all__ = ["WARN_REPROJECTION_IOD", "WARN_LANDMARK_IOD", "WARN_ALPHA_SD", "FitQuality",
            "check_landmark_order", "order_diagnostics", "assess"]
@@ -60,13 +62,10 @@ def _pose(X: np.ndarray, y: np.ndarray):
     Xc = X - X.mean(0)
     yc = yu - yu.mean(1, keepdims=True)
     M = np.einsum("nld,le->nde", yc, Xc) @ np.linalg.inv(Xc.T @ Xc)       # (N, 2, 3) affine rows
-    U, S, Vt = np.linalg.svd(M, full_matrices=False)
-    R2 = U @ Vt
-    f = S.mean(-1)
-    fwd = np.cross(R2[:, 0], R2[:, 1])                                       # R[2]
-    res = yc - f[:, None, None] * np.einsum("nde,le->nld", R2, Xc)
+    f, R = (a.numpy() for a in nearest_scaled_rotation_t(torch.as_tensor(M)))   # the fitter's pose step
+    res = yc - f[:, None, None] * np.einsum("nde,le->nld", R[:, :2], Xc)
     scale = np.linalg.norm(X[36] - X[45]) if X.shape[0] == 68 else np.sqrt((Xc ** 2).sum(-1).mean())
-    return fwd[:, 2], f * scale, np.linalg.norm(res, axis=-1)
+    return R[:, 2, 2], f * scale, np.linalg.norm(res, axis=-1)  # z of the forward axis R[2]
 
 
 def _rmse(r: np.ndarray) -> np.ndarray:

@@ -28,6 +28,13 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(f[k]).T for k in f.keys()}
 
 
+def _scaled_basis(components: np.ndarray, std: np.ndarray, k: int | None, n: int, to_mm: float) -> np.ndarray:
+    """The first ``k`` (all when None) principal components (3n, K) times their standard
+    deviations (K,), as a basis (k, n, 3) in mm, so that the prior on the codes is N(0, I)."""
+    k = k or std.size
+    return (components[:, :k] * std[:k]).T.reshape(k, n, 3) * to_mm
+
+
 def load_bfm2009(path: str | os.PathLike, expression: str | os.PathLike | dict,
                  landmarks: Any, landmarks_one_based: bool | None = None,
                  n_id: int | None = None, n_exp: int | None = None,
@@ -84,8 +91,7 @@ def load_bfm2009(path: str | os.PathLike, expression: str | os.PathLike | dict,
     ev = np.asarray(mat["shapeEV"], np.float64).reshape(-1)
     if pc.shape[0] != 3 * n or pc.shape[1] != ev.size:
         raise ValueError(f"{path}: shapePC {pc.shape} does not match shapeMU ({3 * n}) and shapeEV ({ev.size})")
-    k_id = n_id or ev.size
-    id_basis = (pc[:, :k_id] * ev[:k_id]).T.reshape(k_id, n, 3) * um
+    id_basis = _scaled_basis(pc, ev, n_id, n, um)
 
     if isinstance(expression, dict):
         emat = expression
@@ -103,8 +109,7 @@ def load_bfm2009(path: str | os.PathLike, expression: str | os.PathLike | dict,
     sig = np.asarray(emat["sigma_exp"], np.float64).reshape(-1)
     if w.shape[0] != 3 * n or w.shape[1] != sig.size:
         raise ValueError(f"{ename}: w_exp {w.shape} must be ({3 * n}, k) with k = len(sigma_exp) = {sig.size}")
-    k_exp = n_exp or sig.size
-    exp_basis = (w[:, :k_exp] * sig[:k_exp]).T.reshape(k_exp, n, 3) * expression_units_mm
+    exp_basis = _scaled_basis(w, sig, n_exp, n, expression_units_mm)
 
     tl = np.asarray(mat["tl"], np.int64)
     if tl.ndim != 2 or 3 not in tl.shape:
