@@ -188,7 +188,7 @@ def test_claims_flip_when_numbers_flip(toy):
     # evidence sentences carry the computed numbers
     overall = _fake_results(toy, True)["yaw"].table()["overall"]["Proposed"]
     assert f"{overall:.3g}" in good[0].evidence
-    assert E.claims_frame(good).shape == (len(good), 5)
+    assert E.claims_frame(good).shape == (len(good), 7)
     # clear differences: every tested claim is significant, so no verdict is "inconclusive"
     tested = [c for c in good if c.p_value is not None]
     assert len(tested) == 7 and all(c.p_value < E.ALPHA for c in tested), [(c.claim, c.p_value) for c in tested]

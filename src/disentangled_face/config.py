@@ -44,7 +44,7 @@ SECTIONS = ("model", "synth", "fitting", "targets", "landmarks", "network", "tra
 
 __all__ = ["ConfigError", "Config", "load_config", "with_overrides", "replace_section", "section_hash", "PROFILES", "SECTIONS",
            "ModelConfig", "SynthConfig", "FittingConfig", "TargetsConfig", "LandmarksConfig", "NetworkConfig",
-           "TrainConfig", "PhaseConfig", "Phase3Config", "SweepConfig", "ExperimentsConfig"]
+           "TrainConfig", "PhaseConfig", "Phase1Config", "Phase3Config", "SweepConfig", "ExperimentsConfig"]
 
 
 class ConfigError(ValueError):
@@ -344,16 +344,31 @@ class PhaseConfig(_Section):
         return v
 
 
+class Phase1Config(PhaseConfig):
+    """``train.phase1``: the code regression (Sec. 3.3.3, Phase I).
+
+    ``loss``: ``code``, the paper's plain Euclidean loss on the scaled codes, or
+    ``shape_energy``, the same weighted by how far each code moves the decoded face
+    (:func:`~disentangled_face.networks.losses.shape_energy_weights`; a deviation).
+    """
+
+    loss: Literal["code", "shape_energy"] = "code"
+
+
 class Phase3Config(PhaseConfig):
     """``train.phase3``: the joint phase, ``L = lambda_r L_R + L_C`` (Eq. 5).
 
     ``lambda_r``: [before, after] the plateau switch, or one value (fixed ``lambda_r`` for
     ``epochs``); the switch comes when the epoch loss improves by less than
     ``plateau_min_delta`` (relative) for ``plateau_patience`` epochs, or after ``epochs``;
-    then ``epochs_after_switch`` epochs at the second value.
+    then ``epochs_after_switch`` epochs at the second value. ``classifier_init``: the softmax
+    classifier on ``c_id`` starts ``random`` (PyTorch's default) or at ``class_means``, the
+    nearest-class-mean classifier of the Phase I codes (:meth:`~disentangled_face.networks.DisentangledFaceNet.init_classifier_from_codes`;
+    the paper does not say how it starts).
     """
 
     lambda_r: tuple[float, ...] = (0.5, 1.0)
+    classifier_init: Literal["random", "class_means"] = "random"
     plateau_patience: int = Field(2, ge=1)
     plateau_min_delta: float = Field(0.01, ge=0)
     epochs_after_switch: int = Field(1, ge=0)
@@ -396,8 +411,9 @@ class TrainConfig(_Section):
     ``device`` auto | cpu | cuda | cuda:N, ``amp`` auto | bf16 | fp16 | none (CUDA only),
     ``channels_last`` (CUDA only), ``num_workers`` (DataLoader), ``num_threads`` (torch CPU
     threads while training; None: torch's), ``batch_size`` (global, over all processes),
-    ``val_fraction`` (images per training subject held out, in [0, 0.5]), ``checkpoint_every``
-    and ``log_every`` (steps).
+    ``val_fraction`` (images per training subject held out, in [0, 0.5]), ``subjects`` (train
+    on the first this many subjects of the ``train`` protocol; None: all of them, the
+    scaling study of chapter 6 sets it), ``checkpoint_every`` and ``log_every`` (steps).
     """
 
     seed: int = Field(0, ge=0)
@@ -408,9 +424,10 @@ class TrainConfig(_Section):
     num_threads: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
     val_fraction: float = Field(0.1, ge=0, le=0.5)
+    subjects: Optional[int] = Field(None, ge=2)
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(1, ge=1)
-    phase1: PhaseConfig = PhaseConfig()
+    phase1: Phase1Config = Phase1Config()
     phase2: PhaseConfig = PhaseConfig()
     phase3: Phase3Config = Phase3Config()
     texture: PhaseConfig = PhaseConfig()
@@ -433,7 +450,7 @@ class TrainConfig(_Section):
 
     def phase(self, name: str) -> PhaseConfig:
         """The section of phase ``name`` (``phase1``, ``phase2``, ``phase3``, ``texture``)."""
-        phases = [n for n, f in type(self).model_fields.items() if f.annotation in (PhaseConfig, Phase3Config)]
+        phases = [n for n, f in type(self).model_fields.items() if f.annotation in (PhaseConfig, Phase1Config, Phase3Config)]
         if name not in phases:
             raise ConfigError(f"unknown phase {name!r}: expected one of {phases}")
         return getattr(self, name)

@@ -12,7 +12,9 @@ through the 3DMM.
 >>> method_for_phase("phase3").name
 'Proposed'
 >>> [m.name for m in reconstruction_methods()]
-['3DMM fitting', '3DMM-CNN-like', 'Proposed']
+['mean face', '3DMM fitting', '3DMM-CNN-like', 'Proposed']
+>>> [m.name for m in verification_methods()]
+['texture', '3DMM fitting', '3DMM-CNN-like', 'Proposed']
 """
 
 from __future__ import annotations
@@ -32,17 +34,18 @@ class Method:
     ----------
     name : str
         Display name used in every table and figure.
-    source : {"checkpoint", "fitter"}
-        A trained network (``phase`` names its checkpoint) or the 3DMM fitter.
+    source : {"checkpoint", "fitter", "mean"}
+        A trained network (``phase`` names its checkpoint), the 3DMM fitter, or the morphable
+        model's mean shape for every image (the floor a method must beat).
     phase : str or None
         The training phase whose final checkpoint is this network (``phase1``, ``phase3``,
         ``texture``); ``None`` for the fitter.
     decode : {"3dmm", "decoders", None}
         How its shape is made: codes through the morphable model, the network's decoders, or
         no shape at all (the texture network).
-    feature : str
+    feature : str or None
         What verification compares: ``alpha_id`` (fitted, or regressed and unscaled from
-        ``c_id``), ``c_id`` or the 512-d ``embedding``.
+        ``c_id``), ``c_id`` or the 512-d ``embedding``; ``None``: not a recognition method.
     paper_row : str or None
         The paper's name of the method this one stands for, exactly as its tables spell it
         (``"3DMM"`` is the paper's ref. [28], ``"3DMM-CNN"`` its [33]; ``"SphereFace"`` its [24],
@@ -53,10 +56,10 @@ class Method:
     """
 
     name: str
-    source: Literal["checkpoint", "fitter"]
+    source: Literal["checkpoint", "fitter", "mean"]
     phase: Optional[str]
     decode: Optional[Literal["3dmm", "decoders"]]
-    feature: str
+    feature: Optional[str]
     paper_row: Optional[str]
     description: str
 
@@ -67,6 +70,9 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("mean face", "mean", None, "3dmm", None, None,
+           "the morphable model's mean shape for every image, the shape every network decodes around "
+           "(alpha = 0): the floor a reconstruction method must beat"),
     Method("3DMM fitting", "fitter", None, "3dmm", "alpha_id", "3DMM",
            "single-image landmark fitting of the morphable model (Eq. 7 with one image)"),
     Method("3DMM-CNN-like", "checkpoint", "phase1", "3dmm", "alpha_id", "3DMM-CNN",
@@ -120,4 +126,4 @@ def reconstruction_methods() -> list[Method]:
 
 def verification_methods() -> list[Method]:
     """Methods with a recognition feature, in table order (texture first)."""
-    return [METHODS["texture"]] + [m for m in METHODS.values() if m.name != "texture"]
+    return [METHODS["texture"]] + [m for m in METHODS.values() if m.name != "texture" and m.feature is not None]

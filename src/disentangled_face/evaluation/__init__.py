@@ -49,6 +49,8 @@ from ..methods import (FUSIONS, METHODS, PAPER_ONLY, Method, method, method_for_
 from .reconstruction import (METRIC_LABELS, ReconResult, error_map, reconstruction_errors, reconstruction_micc,
                              reconstruction_vs_yaw, rmse_per_expression, scan_reconstruction_errors)
 from .results import ChapterResults, record_chapter
+from .power import min_detectable_difference, paired_mde, t_test_power
+from .scaling import SCALING_METHODS, scaling_study
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
 from .speed import speed_table, time_per_image
 from .verification import VerificationTable, sequence_features, verification_table
@@ -63,5 +65,6 @@ __all__ = [
     "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "sample_images",
     "run_reconstruction", "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all",
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
-    "decodes_through_3dmm",
+    "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
+    "SCALING_METHODS",
 ]

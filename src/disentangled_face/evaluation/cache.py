@@ -266,6 +266,10 @@ def method_outputs(cfg: Config, protocol: str, idx=None, shapes: bool = True, fi
     nets = trained_networks(cfg)
     sel = slice(None) if idx is None else np.asarray(idx)
     out = {"texture": {"feature": codes["texture"][sel]}}
+    if shapes:  # the mean face: alpha_id = alpha_exp = 0 for every image
+        n_img = len(codes["texture"][sel])
+        mean = np.broadcast_to(np.asarray(model.s_mean, np.float32).reshape(1, -1, 3), (n_img, model.n_vertices, 3))
+        out["mean face"] = {"shape": mean, "identity_shape": mean}
     if fit:
         a_id, a_exp = codes["fit_alpha_id"][sel], codes["fit_alpha_exp"][sel]
         out["3DMM fitting"] = {"feature": a_id}

@@ -140,6 +140,50 @@ class DisentangledFaceNet(nn.Module):
         self.s_mean.copy_(torch.as_tensor(model.s_mean, device=dev))
         self.decoders_from_3dmm = True
 
+    @torch.no_grad()
+    def init_classifier_from_codes(self, c_id: torch.Tensor, labels: torch.Tensor) -> float:
+        """Set the softmax classifier on ``c_id`` to the nearest-class-mean rule of the given codes.
+
+        With class means ``mu_k`` and the pooled within-class variance ``v`` (per dimension),
+        ``W_k = mu_k / v`` and ``b_k = -||mu_k||² / (2 v)``: the softmax of a Gaussian model with
+        shared isotropic covariance, whose arg-max is the nearest class mean. A classifier that
+        starts here already identifies the training subjects as well as the codes allow, so
+        Phase III's L_C starts from a meaningful gradient instead of log(n_subjects).
+
+        Parameters
+        ----------
+        c_id : tensor (N, k_id)
+            Codes of training images (e.g. the Phase I encoder's), in [-1, 1].
+        labels : tensor (N,) int64
+            Their subjects, in ``[0, n_subjects)``.
+
+        Returns
+        -------
+        float
+            Top-1 accuracy of the initialised classifier on the given codes.
+
+        Raises
+        ------
+        ValueError
+            On mismatched shapes, labels out of range, or identical codes (zero variance).
+        """
+        c_id, labels = torch.as_tensor(c_id, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
+        if c_id.ndim != 2 or c_id.shape[1] != self.n_id or labels.shape != (len(c_id),):
+            raise ValueError(f"expected c_id (N, {self.n_id}) and labels (N,), got {tuple(c_id.shape)} and "
+                             f"{tuple(labels.shape)}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.n_subjects):
+            raise ValueError(f"labels must lie in [0, {self.n_subjects}), got [{int(labels.min())}, {int(labels.max())}]")
+        k = self.n_subjects
+        counts = torch.bincount(labels, minlength=k).clamp(min=1)[:, None].float()
+        mu = torch.zeros(k, self.n_id).index_add_(0, labels, c_id) / counts
+        var = float((c_id - mu[labels]).pow(2).mean())
+        if not var > 0:
+            raise ValueError("the codes do not vary within subjects: cannot scale a class-mean classifier")
+        dev = self.classifier.weight.device
+        self.classifier.weight.copy_((mu / var).to(dev))
+        self.classifier.bias.copy_((-0.5 * mu.pow(2).sum(1) / var).to(dev))
+        return float(((c_id @ (mu / var).T - 0.5 * mu.pow(2).sum(1) / var).argmax(1) == labels).float().mean())
+
     # ---------------------------------------------------------------- forward parts
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) in [-1, 1] -> (feature (B, F), c_id (B, k_id), c_res (B, k_exp)) in [-1, 1]."""

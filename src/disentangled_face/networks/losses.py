@@ -93,14 +93,52 @@ def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, 
                   "lambda_r": torch.tensor(float(lambda_r)), "acc": acc.detach()}
 
 
+def shape_energy_weights(model, scaler) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-code weights that make the Phase I code loss a shape error (the ``shape_energy`` loss).
+
+    A code error ``dc_k`` moves the decoded shape by ``A_k scale_k dc_k`` (Eq. 3 with
+    ``alpha = scale * c``), whose mean squared per-vertex length is ``w_k dc_k²`` with
+    ``w_k = ||A_k||² scale_k² / n`` (mm² per vertex). Weighting the code loss by ``w_k`` makes
+    it the 3DMM-decoded shape error (exactly when the basis columns are orthogonal, as PCA
+    identity modes are), so the encoder does not spend itself on modes that move the face by
+    a tenth of a millimetre, whose fitted codes the scaler blows up. The weights are divided by
+    their mean, so the loss keeps the plain code loss's magnitude (and learning rates).
+
+    Parameters
+    ----------
+    model : MorphableModel
+        ``A_id`` (3n, k_id), ``A_exp`` (3n, k_exp), mm.
+    scaler : CodeScaler
+        ``scale_id`` (k_id,), ``scale_exp`` (k_exp,).
+
+    Returns
+    -------
+    w_id : tensor (k_id,), w_res : tensor (k_exp,)
+        Dimensionless, mean 1 over all k_id + k_exp codes.
+    """
+    n = model.n_vertices
+    e_id = torch.as_tensor(model.A_id, dtype=torch.float32).pow(2).sum(0) / n
+    e_exp = torch.as_tensor(model.A_exp, dtype=torch.float32).pow(2).sum(0) / n
+    w_id = e_id * torch.as_tensor(scaler.scale_id, dtype=torch.float32).pow(2)
+    w_res = e_exp * torch.as_tensor(scaler.scale_exp, dtype=torch.float32).pow(2)
+    mean = torch.cat([w_id, w_res]).mean()
+    return w_id / mean, w_res / mean
+
+
 def code_regression_loss(c_id: torch.Tensor, c_res: torch.Tensor, t_id: torch.Tensor,
-                         t_res: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                         t_res: torch.Tensor, w_id: torch.Tensor | None = None,
+                         w_res: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Phase I Euclidean loss on the codes: ``mean_b (||c_id - t_id||² + ||c_res - t_res||²)``.
+
+    With weights (:func:`shape_energy_weights`) each squared code error is multiplied by its
+    code's weight: ``mean_b (sum_k w_id,k (c_id,k - t_id,k)² + sum_k w_res,k (...)²)``.
 
     Parameters
     ----------
     c_id, t_id : tensor (B, k_id); c_res, t_res : tensor (B, k_exp)
         Predicted and target (scaled fitted) codes.
+    w_id : tensor (k_id,), optional; w_res : tensor (k_exp,), optional
+        Per-code weights (None: 1, the paper's plain Euclidean loss).
 
     Returns
     -------
@@ -110,7 +148,13 @@ def code_regression_loss(c_id: torch.Tensor, c_res: torch.Tensor, t_id: torch.Te
     """
     _check_pair(c_id, t_id, "code_regression_loss (c_id)")
     _check_pair(c_res, t_res, "code_regression_loss (c_res)")
-    l_id = (c_id.float() - t_id.float()).pow(2).sum(1).mean()
-    l_res = (c_res.float() - t_res.float()).pow(2).sum(1).mean()
+    d_id = (c_id.float() - t_id.float()).pow(2)
+    d_res = (c_res.float() - t_res.float()).pow(2)
+    if w_id is not None:
+        d_id = d_id * w_id.to(d_id.device)
+    if w_res is not None:
+        d_res = d_res * w_res.to(d_res.device)
+    l_id = d_id.sum(1).mean()
+    l_res = d_res.sum(1).mean()
     loss = l_id + l_res
     return loss, {"loss": loss.detach(), "L_id": l_id.detach(), "L_res": l_res.detach()}

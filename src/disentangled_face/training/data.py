@@ -114,7 +114,7 @@ def training_data(cfg: Config, targets: str = "fitted", progress: bool = True,
     Raises
     ------
     ValueError
-        On an unknown ``targets``.
+        On an unknown ``targets``, or ``train.subjects`` above the protocol's subjects.
     """
     from ..data import build_protocol, load_protocol
     from ..shape import load_model
@@ -130,6 +130,12 @@ def training_data(cfg: Config, targets: str = "fitted", progress: bool = True,
         a_fit, e_fit = _fitted_targets(cfg, sset, progress, model)
     _, labels = np.unique(sset.label, return_inverse=True)
     tr, va = split_per_subject(labels, cfg.train.val_fraction, cfg.train.seed)
+    n_subjects = int(labels.max()) + 1
+    if cfg.train.subjects is not None:  # the first train.subjects subjects only (the scaling study)
+        if cfg.train.subjects > n_subjects:
+            raise ValueError(f"train.subjects = {cfg.train.subjects} but the train protocol has {n_subjects} subjects")
+        n_subjects = int(cfg.train.subjects)
+        tr, va = tr[labels[tr] < n_subjects], va[labels[va] < n_subjects]
     H, W = cfg.network.input_size
     if in_memory is None:
         in_memory = len(sset) * 3 * H * W * 4 < 2 * 2**30
@@ -143,4 +149,4 @@ def training_data(cfg: Config, targets: str = "fitted", progress: bool = True,
     else:
         train = FaceImageDataset(sset, tr, labels=labels[tr], alpha_id=a_fit[tr], alpha_exp=e_fit[tr])
         val = FaceImageDataset(sset, va, labels=labels[va], alpha_id=gt_id[va], alpha_exp=gt_exp[va], extra=held_out)
-    return TrainingData(train, val, model, int(labels.max()) + 1, targets, Path(path))
+    return TrainingData(train, val, model, n_subjects, targets, Path(path))

@@ -49,8 +49,10 @@ class _Run:
     """Everything one phase's loop touches: network, optimiser, sampler, λ_R switch, counters, logs."""
 
     def __init__(self, phase: Phase, net: nn.Module, dataset: Dataset, train: TrainConfig, files: RunFiles,
-                 model, chash: str, dev: torch.device, batch: int):
+                 model, chash: str, dev: torch.device, batch: int, monitor: Dataset | None = None):
         self.phase, self.net, self.train, self.files, self.chash, self.dev = phase, net, train, files, chash, dev
+        self.model, self.samples = model, _monitor_samples(dataset, monitor, train.seed)
+        self.dataset, self.prepared = dataset, {}
         self.pcfg = train.phase(phase.name)
         self.rank, self.world = dist_info()
         self.batch, self.per_rank = batch, batch // self.world
@@ -63,7 +65,7 @@ class _Run:
         net.to(dev)
         if self.chan_last:
             net.to(memory_format=torch.channels_last)
-        self.step_module = PhaseStep(phase, net, model).to(dev)
+        self.step_module = PhaseStep(phase, net, model, self.pcfg).to(dev)
         self.optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], self.pcfg)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.step = self.epoch = self.position = 0
@@ -88,7 +90,10 @@ class _Run:
             if rank == 0:
                 truncate_csv(files.steps, self.step)
                 truncate_csv(files.epochs, self.epoch - 1, key="epoch")
-        elif rank == 0:
+        else:
+            self.prepared = self.phase.prepare(self.net, self.dataset, self.pcfg)
+            if rank != 0:
+                return
             files.run_dir.mkdir(parents=True, exist_ok=True)
             for pth in (files.steps, files.epochs):
                 if pth.exists():
@@ -144,6 +149,8 @@ class _Run:
         self.position = 0
         sw = self.switch
         row = {"epoch": self.epoch - 1, "step": self.step, "loss": ep_loss, "stage": sw.stage, "lambda_r": sw.lambda_r}
+        if self.samples is not None and self.rank == 0:
+            row.update(self.phase.epoch_metrics(self.net, *self.samples, self.model))
         switched = sw.end_epoch(ep_loss, self.step, self.epoch)
         if switched:
             self.step_module.lambda_r = sw.lambda_r
@@ -178,11 +185,27 @@ class _Run:
             if self.rank == 0:
                 ck.save_final(self.net, self.files.final, self.chash, self.phase.name,
                               extra={"steps": self.step, "epochs": self.epoch, "switch_step": sw.switch_step,
-                                     "switch_epoch": sw.switch_epoch, "switch_reason": sw.switch_reason})
+                                     "switch_epoch": sw.switch_epoch, "switch_reason": sw.switch_reason,
+                                     **self.prepared})
                 self.files.state.unlink(missing_ok=True)  # the phase is complete: its resume state is not needed
         barrier(self.world)
         for p in self.net.parameters():
             p.requires_grad_(True)
+
+
+#: Images per split on which the learning curves are measured at every epoch's end.
+MONITOR_IMAGES = 512
+
+
+def _monitor_samples(dataset: Dataset, monitor: Dataset | None, seed: int):
+    """Fixed random samples (training images, held-out images) for the learning curves, or None."""
+    if monitor is None or len(monitor) == 0:
+        return None
+    from torch.utils.data import Subset  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed)  # its own generator: the training RNG is untouched
+    pick = [torch.randperm(len(d), generator=g)[:MONITOR_IMAGES].sort().values.tolist() for d in (dataset, monitor)]
+    return Subset(dataset, pick[0]), Subset(monitor, pick[1])
 
 
 def _batch_size(phase: Phase, train: TrainConfig, dataset: Dataset) -> int:
@@ -198,7 +221,7 @@ def _batch_size(phase: Phase, train: TrainConfig, dataset: Dataset) -> int:
 def train_phase(phase: str | Phase, net: nn.Module, dataset: Dataset, train: TrainConfig,
                 run_dir: str | os.PathLike, *, model=None, chash: str = "", resume: bool = False,
                 progress: bool = True, device: str | torch.device | None = None, max_steps: int | None = None,
-                tag: str | None = None) -> PhaseResult:
+                tag: str | None = None, monitor: Dataset | None = None) -> PhaseResult:
     """Train one phase (:mod:`.phases`) on ``dataset``; write checkpoints and metrics to ``run_dir``.
 
     Parameters
@@ -226,6 +249,11 @@ def train_phase(phase: str | Phase, net: nn.Module, dataset: Dataset, train: Tra
         Stop after this global step without finishing (simulates an interrupted run).
     tag : str, optional
         File stem (default the phase's name).
+    monitor : Dataset, optional
+        Held-out images (items as ``training_data``'s ``val``: true ``alpha_id`` / ``alpha_exp``
+        and the fitted ``fit_alpha_id`` / ``fit_alpha_exp``). At every epoch's end the
+        learning curves (:meth:`~.phases.Phase.epoch_metrics`) are measured on
+        :data:`MONITOR_IMAGES` of them and of the training images and written to the epoch CSV.
 
     Returns
     -------
@@ -251,7 +279,7 @@ def train_phase(phase: str | Phase, net: nn.Module, dataset: Dataset, train: Tra
         hist, epochs = train_closed_form(phase, net, dataset, model, files, chash, batch, rank, world)
         net.trained_phase = phase.name
         return PhaseResult(phase.name, files.final, hist, epochs, True)
-    r = _Run(phase, net, dataset, train, files, model, chash, dev, batch)
+    r = _Run(phase, net, dataset, train, files, model, chash, dev, batch, monitor)
     r.restore(resume)
     r.wrap(dataset)
     log = PhaseLog(files, phase.metrics, rank, r.step, r.total_steps, train.log_every, batch, progress)

@@ -125,6 +125,40 @@ class Phase:
         """The phase's loss on one batch and its parts (detached scalars, :attr:`metrics`)."""
         raise NotImplementedError
 
+    def prepare(self, net: nn.Module, dataset: Dataset, pcfg: PhaseConfig) -> dict:
+        """Set-up on the starting weights before the first step of a fresh run (not on resume);
+        returns what to record in the final checkpoint's info."""
+        return {}
+
+    def shape_network(self, net: nn.Module, model) -> nn.Module | None:
+        """The network whose decoded shape the learning curves measure (None: no shape)."""
+        return net if self.has_shape else None
+
+    def epoch_metrics(self, net: nn.Module, train_sample: Dataset, val_sample: Dataset, model) -> dict:
+        """The learning curves' point at an epoch's end (chapter 6), on fixed samples.
+
+        ``train_rmse_mm`` / ``val_rmse_mm``: per-vertex RMS distance (mm, model frame, no
+        alignment) of the decoded shape to the *targets* of training / held-out images;
+        ``val_true_rmse_mm``: held-out images against the true shapes; ``train_acc`` /
+        ``val_acc``: top-1 identification over the training subjects (phases with a trained
+        classifier). The network is left in training mode.
+        """
+        from ..networks.inference import evaluate  # noqa: PLC0415 - evaluation helpers only here
+
+        out: dict[str, float] = {}
+        shaped = self.shape_network(net, model)
+        try:
+            if shaped is not None:
+                out["train_rmse_mm"] = evaluate(shaped, train_sample, model)["rmse_mm"]
+                out["val_rmse_mm"] = evaluate(shaped, val_sample, model, gt_keys=("fit_alpha_id", "fit_alpha_exp"))["rmse_mm"]
+                out["val_true_rmse_mm"] = evaluate(shaped, val_sample, model)["rmse_mm"]
+            if self.classifier_trained:
+                out["train_acc"] = evaluate(net, train_sample)["acc"]
+                out["val_acc"] = evaluate(net, val_sample)["acc"]
+        finally:
+            net.train()
+        return out
+
 
 class Phase1(Phase):
     """Phase I: encoder and heads regress the scaled fitted codes (the "3DMM-CNN-like" network)."""
@@ -142,7 +176,15 @@ class Phase1(Phase):
         net = step.net
         _, c_id, c_res = net.encode(image)
         t_id, t_res = net.scaler.to_code(alpha_id, alpha_exp)
-        return losses.code_regression_loss(c_id, c_res, t_id, t_res)
+        return losses.code_regression_loss(c_id, c_res, t_id, t_res, *step.code_weights)
+
+    def shape_network(self, net, model):
+        """Its decoders are untrained: the curves decode the codes through the 3DMM (a copy)."""
+        import copy  # noqa: PLC0415
+
+        shaped = copy.deepcopy(net)
+        shaped.init_decoders_from_model(model)
+        return shaped
 
 
 class Phase2(Phase):
@@ -185,6 +227,25 @@ class Phase3(Phase):
     def switch(self, pcfg) -> PlateauSwitch:
         return PlateauSwitch(tuple(pcfg.lambda_r), pcfg.epochs, pcfg.epochs_after_switch,
                              pcfg.plateau_patience, pcfg.plateau_min_delta)
+
+    def prepare(self, net, dataset, pcfg) -> dict:
+        """With ``classifier_init: class_means``, the classifier starts at the nearest-class-mean
+        rule of the starting encoder's codes of the training images
+        (:meth:`~disentangled_face.networks.DisentangledFaceNet.init_classifier_from_codes`)."""
+        if getattr(pcfg, "classifier_init", "random") != "class_means":
+            return {}
+        from torch.utils.data import DataLoader  # noqa: PLC0415
+
+        was_training, codes, labels = net.training, [], []
+        net.eval()
+        dev = next(net.parameters()).device
+        with torch.no_grad():
+            for b in DataLoader(dataset, batch_size=256, shuffle=False):
+                codes.append(net.encode(b["image"].to(dev))[1].float().cpu())
+                labels.append(b["label"])
+        net.train(was_training)
+        acc = net.init_classifier_from_codes(torch.cat(codes), torch.cat(labels))
+        return {"classifier_init_train_acc": acc}
 
     def loss(self, step, image, label, alpha_id, alpha_exp):
         # decoders and shapes in fp32 even under autocast (mm precision)
@@ -244,11 +305,16 @@ class PhaseStep(nn.Module):
     state) for the phases whose targets are fitted shapes, and the current ``lambda_r``.
     """
 
-    def __init__(self, phase: Phase, net: nn.Module, model=None):
+    def __init__(self, phase: Phase, net: nn.Module, model=None, pcfg: PhaseConfig | None = None):
         super().__init__()
         self.net, self.phase = net, phase
         self.lambda_r = 0.0
+        self.code_weights: tuple = (None, None)  # Phase I's per-code weights (the shape_energy loss)
         phase.check_model(net, model)
+        if getattr(pcfg, "loss", "code") == "shape_energy":
+            if model is None:
+                raise ValueError(f"{phase.name}'s shape_energy loss needs the morphable model")
+            self.code_weights = losses.shape_energy_weights(model, net.scaler)
         if phase.needs_model:
             self.A_id = torch.as_tensor(model.A_id)  # (3n, k_id), mm
             self.A_exp = torch.as_tensor(model.A_exp)
@@ -256,6 +322,9 @@ class PhaseStep(nn.Module):
 
     def to(self, *args, **kwargs):  # keep the (constant, large) bases out of state/buffers
         out = super().to(*args, **kwargs)
+        if self.code_weights[0] is not None:
+            dev = next(self.net.parameters()).device
+            self.code_weights = tuple(w.to(dev) for w in self.code_weights)
         if hasattr(self, "A_id"):
             dev = next(self.net.parameters()).device
             self.A_id, self.A_exp, self.mean = (t.to(dev) for t in (self.A_id, self.A_exp, self.mean))

@@ -111,6 +111,8 @@ def run_config(cfg: Config, targets: str = "fitted") -> dict:
     d = cfg.to_dict()
     train = {k: v for k, v in d["train"].items()
              if k not in ("sweep", "checkpoint_every", "log_every", "num_workers", "num_threads")}
+    if train.get("subjects") is None:  # all subjects: the same runs as before the option existed
+        train.pop("subjects", None)
     data_key = {"train_protocol": protocol_path("train", cfg.synth).name}
     if targets == "fitted":
         data_key["fitted_targets"] = targets_path(cfg).name
@@ -204,7 +206,7 @@ def _train_one(cfg: Config, phase, data: TrainingData, ckpts: dict, run_dir: Pat
             raise ValueError(f"{phase.name} starts from {phase.after}, which has not been trained: run it first")
         net = load_model(ckpts[phase.after], expect_hash=chash).train()
     train_phase(phase, net, data.train, cfg.train, run_dir, model=data.model, chash=chash, resume=resume,
-                progress=progress, device=device)
+                progress=progress, device=device, monitor=data.val)
 
 
 def _method_name(phase: str) -> str:
@@ -237,7 +239,9 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
         network has no trained classifier). ``phase1`` decodes with the 3DMM (3DMM-CNN-like,
         :data:`~disentangled_face.methods.METHODS`), ``phase2`` is the Phase I
         encoder with the Phase II decoders, ``phase3`` the paper's network; ``fit`` is the
-        multi-image 3DMM fit itself (the targets) for reference.
+        multi-image 3DMM fit itself (the targets) for reference, and ``mean face`` the
+        morphable model's mean shape for every image (the floor a network must beat; its
+        ``acc`` is chance, one over the training subjects).
     """
     import pandas as pd
 
@@ -257,6 +261,11 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
     rows.append({"network": "fit", "method": "3DMM fit of the training images (the targets)",
                  "rmse_mm": float(d.pow(2).sum(-1).mean().sqrt()),
                  "rmse_id_mm": float(d_id.pow(2).sum(-1).mean().sqrt()), "acc": float("nan")})
+    mean = torch.as_tensor(m.s_mean, dtype=torch.float32).reshape(1, -1, 3)
+    rows.append({"network": "mean face", "method": "mean face",
+                 "rmse_mm": float((m.shape(a_gt, e_gt) - mean).pow(2).sum(-1).mean().sqrt()),
+                 "rmse_id_mm": float((m.identity_shape(a_gt) - mean).pow(2).sum(-1).mean().sqrt()),
+                 "acc": 1.0 / data.n_subjects})
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,115 @@
+"""When does joint training pay off? The two encoders against the number of training identities.
+
+:func:`scaling_study` trains the 3DMM-CNN-like encoder (Phase I) and the Proposed network
+(Phases I-III) on the first ``S`` subjects of the ``train`` protocol (``train.subjects``) for
+several ``S``, with the profile's recipe otherwise unchanged, and measures each on subjects no
+network saw: the 3D error of chapter 7 (similarity Procrustes on the 68 landmarks, 95 mm crop,
+RMSE in mm) over the whole ``bu3dfe-like`` yaw sweep and over ``micc-like``, and the
+``lfw-like`` verification accuracy of chapter 8 (10 folds). The largest ``S`` that equals the
+profile's own population reuses chapter 6's networks; the others are trained once and cached
+under ``data/runs/`` like any run.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config, with_overrides
+from ..methods import METHODS
+from ..networks.inference import encode, reconstruct
+from ..training import train_pipeline, training_data
+from . import metrics
+from .cache import load_morphable, load_set, net_images
+from .verification import verification_table
+
+__all__ = ["SCALING_METHODS", "scaling_study"]
+
+#: The methods of the study (the two that differ only in the joint phase).
+SCALING_METHODS = ("3DMM-CNN-like", "Proposed")
+
+
+def _unseen_errors(cfg: Config, model, nets: dict) -> dict[str, np.ndarray]:
+    """Per-image aligned RMSE (mm) of each method and of the mean face on bu3dfe-like's yaw sweep + micc-like."""
+    radius = float(cfg.experiments.crop_radius_mm)
+    errs: dict[str, list] = {m: [] for m in ("mean face", *SCALING_METHODS)}
+    for protocol in ("bu3dfe-like", "micc-like"):
+        ds = load_set(cfg, protocol)
+        sweep = np.asarray(getattr(ds, "sweep", None) if getattr(ds, "sweep", None) is not None
+                           else np.ones(len(ds.label), bool), bool)
+        idx = np.flatnonzero(sweep)
+        truth = np.asarray(ds.shapes(model, idx))
+        x = net_images(np.asarray(ds.images)[idx])
+        mean = np.broadcast_to(np.asarray(model.s_mean).reshape(1, -1, 3), truth.shape)
+        errs["mean face"].append(metrics.model_shape_error(model, mean, truth, radius_mm=radius).rmse_mm)
+        for name in SCALING_METHODS:
+            m = METHODS[name]
+            s = reconstruct(nets[m.phase], x, morphable=model if m.decode == "3dmm" else None)
+            errs[name].append(metrics.model_shape_error(model, s, truth, radius_mm=radius).rmse_mm)
+    return {k: np.concatenate(v) for k, v in errs.items()}
+
+
+def _lfw_accuracy(cfg: Config, nets: dict) -> pd.DataFrame:
+    """Per-fold lfw-like accuracy (%) of each method's verification feature."""
+    ds = load_set(cfg, "lfw-like")
+    x = net_images(np.asarray(ds.images))
+    feats = {}
+    for name in SCALING_METHODS:
+        m = METHODS[name]
+        c_id, _ = encode(nets[m.phase], x)
+        if m.feature == "alpha_id":
+            c_id = nets[m.phase].scaler.from_code(torch.as_tensor(c_id), torch.zeros(len(c_id), nets[m.phase].n_exp))[0].numpy()
+        feats[name] = c_id
+    vt = verification_table(feats, np.asarray(ds.pairs), np.asarray(ds.same, bool), np.asarray(ds.fold),
+                            far_targets=tuple(cfg.experiments.far_targets), protocol="lfw-like")
+    return pd.DataFrame({n: 100 * np.asarray(vt.results[n].per_fold["accuracy"]) for n in SCALING_METHODS})
+
+
+def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False) -> pd.DataFrame:
+    """Held-out 3D error and lfw-like accuracy of the two encoders against the training identities.
+
+    Parameters
+    ----------
+    cfg : Config
+        The profile (chapter 6's); each size ``S`` trains with ``train.subjects = S``.
+    sizes : sequence of int
+        Numbers of training subjects, each >= 2 and at most the ``train`` protocol's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (size, method): ``subjects``, ``method``, ``images`` (training images),
+        ``rmse_mm`` (mean aligned RMSE over the unseen test images, mm) and ``rmse_se_mm``
+        (its standard error over images), ``vs_mean_face`` (the ratio to the mean face's
+        error on the same images), ``lfw_accuracy`` and ``lfw_std`` (%, mean and standard
+        deviation over the 10 folds), ``n_test_images``.
+
+    Raises
+    ------
+    ValueError
+        On an empty ``sizes`` or a size outside ``[2, subjects of the train protocol]``.
+    """
+    if not len(sizes):
+        raise ValueError("sizes must name at least one number of training subjects")
+    total = cfg.synth.protocols.train.subjects
+    model = load_morphable(cfg)
+    rows = []
+    for S in sorted(int(s) for s in sizes):
+        if not 2 <= S <= total:
+            raise ValueError(f"each size must lie in [2, {total}] (the train protocol's subjects), got {S}")
+        run = cfg if S == total else with_overrides(cfg, {"train.subjects": S})
+        data = training_data(run, progress=progress)
+        tm = train_pipeline(run, data=data, phases=("phase1", "phase2", "phase3"), progress=progress)
+        nets = {p: tm.load(p) for p in ("phase1", "phase3")}
+        errs, acc = _unseen_errors(run, model, nets), _lfw_accuracy(run, nets)
+        for name in SCALING_METHODS:
+            e = errs[name]
+            rows.append({"subjects": S, "method": name, "images": len(data.train), "rmse_mm": float(e.mean()),
+                         "rmse_se_mm": float(e.std(ddof=1) / np.sqrt(e.size)),
+                         "vs_mean_face": float(e.mean() / errs["mean face"].mean()),
+                         "lfw_accuracy": float(acc[name].mean()), "lfw_std": float(acc[name].std(ddof=1)),
+                         "n_test_images": int(e.size)})
+    return pd.DataFrame(rows)
