@@ -4,7 +4,8 @@
 :func:`~.show.is_static_build`, the mesh figures of :mod:`.meshes` and the widget of
 :mod:`.widgets`. The figures of one part live in their own modules and are imported from
 there: :mod:`.experiments` (Tables 1-3, Figs. 6-7 and 9; chapters 7-10), and the faces and
-training figures of the chapters that draw them.
+training figures of the chapters that draw them. Every number a chapter shows, in a table or a
+sentence, is written by :mod:`.format`.
 """
 
 from .meshes import (DISPLAY_FACES, SKIN, display_mesh, face_scene, mesh_figure, mesh_grid, mesh_trace,
