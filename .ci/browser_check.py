@@ -245,6 +245,21 @@ def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
+def save_screenshot(page, path: Path, tile: int = 4000) -> None:
+    """A full-page screenshot, captured in tiles and stitched: one capture taller than the
+    software renderer's largest texture (8192 px) wraps around and repeats the page's top."""
+    from PIL import Image
+
+    height = int(page.evaluate("document.documentElement.scrollHeight"))
+    width = int(page.viewport_size["width"])
+    whole = Image.new("RGB", (width, height), "white")
+    for y in range(0, height, tile):
+        h = min(tile, height - y)
+        png = page.screenshot(clip={"x": 0, "y": y, "width": width, "height": h}, full_page=True)
+        whole.paste(Image.open(io.BytesIO(png)).convert("RGB"), (0, y))
+    whole.save(path, optimize=True)
+
+
 def check_page(context, url: str, name: str, shots: Path, probe: bool) -> list[str]:
     """Every problem a reader would meet on one page (an empty list when it reads well)."""
     from PIL import Image
@@ -292,7 +307,10 @@ def check_page(context, url: str, name: str, shots: Path, probe: bool) -> list[s
             problems.append(f"plotly figure {k + 1} has a 3D scene but no WebGL canvas")
     if layout["emptyWidgets"]:
         problems.append(f"{layout['emptyWidgets']} empty widget boxes")
-    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    # scroll through once so that lazily drawn content is there, then capture the whole page
+    page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 800) {"
+                  " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 30)); } window.scrollTo(0, 0); }")
+    save_screenshot(page, shots / f"{name}.png")
     print(f"{name}: MathJax {state}, {len(layout['plots'])} plotly figures, "
           f"{len(problems)} problems", flush=True)
     page.close()
