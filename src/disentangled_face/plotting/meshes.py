@@ -218,17 +218,19 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
         annotations.append(dict(x=c * step_x, y=top + extent[1] * gap * 0.6, z=float(shifted[:, 2].max()),
                                 text=wrap_title(titles[idx], title_wrap), showarrow=False, font=dict(size=13),
                                 yanchor="bottom"))
-    # invisible corners widen the scene around the grid, so the titles above the top row and
-    # beside the outer columns stay inside it (the scene clips what lies outside its box)
-    lo_x, hi_x = -0.5 * step_x, (min(k, cols) - 0.5) * step_x
-    hi_y = extent[1] * (0.5 + 3 * gap)
-    fig.add_trace(go.Scatter3d(x=[lo_x, hi_x], y=[hi_y, hi_y], z=[0, 0], mode="markers", hoverinfo="skip",
-                               marker=dict(size=1, opacity=0), showlegend=False))
     rows = int(np.ceil(k / cols))
+    eye_z = 2.6  # far enough that a portrait grid (a page column is narrow) is not cut at its sides
+    # the scene's box is widened around the grid so that the titles above the top row and beside
+    # the outer columns stay inside it (a scene clips what lies outside its box)
+    box = np.array([[-0.5 * step_x, (min(k, cols) - 0.5) * step_x],      # every mesh is centred on its
+                    [-(rows - 1) * step_y - extent[1] / 2, extent[1] * (0.5 + 3 * gap)],  # grid cell
+                    [-extent[2] / 2, extent[2] / 2]])
+    axes = {f"{a}axis": dict(visible=False, range=list(map(float, r)), autorange=False)
+            for a, r in zip("xyz", box)}
     fig.update_layout(height=height_per_row * rows + 40, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
                       # perspective: plotly's orthographic camera darkens the lighting of Mesh3d
-                      scene=face_scene(annotations=annotations,
-                                       camera=dict(eye=dict(x=0.0, y=0.0, z=2.1), up=dict(x=0, y=1, z=0))))
+                      scene=face_scene(annotations=annotations, **axes,  # aspectmode "data": of these ranges
+                                       camera=dict(eye=dict(x=0.0, y=0.0, z=eye_z), up=dict(x=0, y=1, z=0))))
     return fig
 
 
