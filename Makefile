@@ -29,10 +29,14 @@ _vendor/plotly.min.js: setup
 	mkdir -p _vendor
 	cp "$$($(PY) -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" $@
 
+# MathJax 2.7 with the STIX-Web fonts only (the package ships no TeX fonts): _config.yml tells
+# MathJax to use STIX-Web, and this stops the build if the package ever ships other fonts.
 _vendor/mathjax/MathJax.js: setup
 	mkdir -p _vendor
 	rm -rf _vendor/mathjax
 	cp -r "$$($(PY) -c 'import jupyter_server_mathjax, os; print(os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static"))')" _vendor/mathjax
+	test -d _vendor/mathjax/fonts/HTML-CSS/STIX-Web/woff && test -d _vendor/mathjax/jax/output/HTML-CSS/fonts/STIX-Web || \
+	  (echo "jupyter-server-mathjax no longer ships the STIX-Web fonts that _config.yml configures"; exit 1)
 
 book: model _vendor/plotly.min.js _vendor/mathjax/MathJax.js
 	DISENTANGLED_FACE_STATIC=1 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going || \

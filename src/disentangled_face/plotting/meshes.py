@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["SKIN", "DISPLAY_FACES", "display_mesh", "mesh_trace", "face_scene", "mesh_figure", "mesh_grid",
-           "morph_slider_figure"]
+           "wrap_title", "morph_slider_figure"]
 
 #: A skin-like single colour for meshes without a heat map.
 SKIN = "#e0b8a0"
@@ -136,10 +136,27 @@ def mesh_figure(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarr
     return fig
 
 
+def wrap_title(text: str, width: int = 16) -> str:
+    """Break a title into lines of at most ``width`` characters (plotly's ``<br>``), at spaces.
+
+    >>> wrap_title("Phase III: residual 1", 12)
+    'Phase III:<br>residual 1'
+    >>> wrap_title("sample 1")
+    'sample 1'
+    """
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
 def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Sequence[str],
               intensities: Sequence[np.ndarray | None] | None = None, cols: int = 3,
               height_per_row: int = 300, colorscale: str = "Viridis", shared_range: bool = False,
-              gap: float = 0.15):
+              gap: float = 0.15, colorbar_title: str | None = None, title_wrap: int = 16):
     """Several meshes side by side, laid out in **one** 3D scene.
 
     Browsers allow only about 16 WebGL contexts per page and every plotly 3D scene takes one,
@@ -158,6 +175,12 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
         Use one colour range for every heat map (else each is scaled to its own range).
     gap : float
         Space between meshes, as a fraction of the largest mesh's extent.
+    colorbar_title : str, optional
+        The heat maps' quantity and unit (for example ``"mm per σ"``): the heat maps then share
+        one colour range and one colour bar with this title, so a colour reads as a number.
+    title_wrap : int
+        Titles longer than this many characters are broken into lines of at most this length
+        (a title wider than its mesh was clipped at the scene's edge).
 
     Raises
     ------
@@ -173,6 +196,7 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
     if len(intensities) != k:
         raise ValueError(f"intensities must have {k} entries (one per mesh), got {len(intensities)}")
     rng = None
+    shared_range = shared_range or colorbar_title is not None
     if shared_range and any(i is not None for i in intensities):
         vals = np.concatenate([np.asarray(i).ravel() for i in intensities if i is not None])
         rng = (float(vals.min()), float(vals.max()))
@@ -180,22 +204,33 @@ def mesh_grid(meshes: Sequence[np.ndarray], triangles: np.ndarray, titles: Seque
     step_x, step_y = extent[0] * (1 + gap), extent[1] * (1 + 2 * gap)
     fig = go.Figure()
     annotations = []
+    last_heat = max((i for i, h in enumerate(intensities) if h is not None), default=-1)
     for idx, (v, inten) in enumerate(zip(meshes, intensities)):
         r, c = divmod(idx, cols)
         v = np.asarray(v, np.float32)
         centre = (v.max(0) + v.min(0)) / 2
         shifted = v - centre + np.array([c * step_x, -r * step_y, 0], np.float32)
+        bar = dict(title=dict(text=colorbar_title or "", side="right"), len=0.6, thickness=14)
         fig.add_trace(mesh_trace(shifted, triangles, inten, colorscale=colorscale, name=titles[idx],
-                                 showscale=(inten is not None and shared_range and idx == k - 1),
-                                 cmin=rng[0] if rng else None, cmax=rng[1] if rng else None))
+                                 showscale=(inten is not None and shared_range and idx == last_heat),
+                                 colorbar=bar, cmin=rng[0] if rng else None, cmax=rng[1] if rng else None))
         top = shifted[:, 1].max()
         annotations.append(dict(x=c * step_x, y=top + extent[1] * gap * 0.6, z=float(shifted[:, 2].max()),
-                                text=titles[idx], showarrow=False, font=dict(size=13)))
+                                text=wrap_title(titles[idx], title_wrap), showarrow=False, font=dict(size=13),
+                                yanchor="bottom"))
     rows = int(np.ceil(k / cols))
+    eye_z = 2.6  # far enough that a portrait grid (a page column is narrow) is not cut at its sides
+    # the scene's box is widened around the grid so that the titles above the top row and beside
+    # the outer columns stay inside it (a scene clips what lies outside its box)
+    box = np.array([[-0.5 * step_x, (min(k, cols) - 0.5) * step_x],      # every mesh is centred on its
+                    [-(rows - 1) * step_y - extent[1] / 2, extent[1] * (0.5 + 3 * gap)],  # grid cell
+                    [-extent[2] / 2, extent[2] / 2]])
+    axes = {f"{a}axis": dict(visible=False, range=list(map(float, r)), autorange=False)
+            for a, r in zip("xyz", box)}
     fig.update_layout(height=height_per_row * rows + 40, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
                       # perspective: plotly's orthographic camera darkens the lighting of Mesh3d
-                      scene=face_scene(annotations=annotations,
-                                       camera=dict(eye=dict(x=0.0, y=0.0, z=2.1), up=dict(x=0, y=1, z=0))))
+                      scene=face_scene(annotations=annotations, **axes,  # aspectmode "data": of these ranges
+                                       camera=dict(eye=dict(x=0.0, y=0.0, z=eye_z), up=dict(x=0, y=1, z=0))))
     return fig
 
 
@@ -210,8 +245,14 @@ def morph_slider_figure(frames: Sequence[tuple[str, np.ndarray]], triangles: np.
     Parameters
     ----------
     frames : sequence of (label, ndarray (n, 3))
-        Step label and vertex positions (mm).
+        Step label and vertex positions (mm). The current step's label is written above the
+        slider; the labels under it are hidden when they would overlap.
     triangles : ndarray (m, 3)
+
+    Raises
+    ------
+    ValueError
+        When ``frames`` is empty.
     """
     import plotly.graph_objects as go
 
@@ -226,8 +267,13 @@ def morph_slider_figure(frames: Sequence[tuple[str, np.ndarray]], triangles: np.
         v = np.round(np.asarray(v, np.float64)[idx], decimals)
         steps.append(dict(method="restyle", label=label,
                           args=[{"x": [v[:, 0].tolist()], "y": [v[:, 1].tolist()], "z": [v[:, 2].tolist()]}, [0]]))
+    # the step labels under the slider are drawn only where they fit; the current one is
+    # written in full above it. The margins keep both inside the figure (not clipped).
+    crowded = len(frames) * max(len(label) for label, _ in frames) > 90
     fig.update_layout(
-        title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), scene=face_scene(),
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix=slider_prefix), pad=dict(t=10))],
+        title=title, height=height + 90, margin=dict(l=30, r=30, t=40, b=90), scene=face_scene(),
+        sliders=[dict(active=0, steps=steps, x=0.03, len=0.94, pad=dict(t=10, b=10),
+                      currentvalue=dict(prefix=slider_prefix, visible=True, font=dict(size=15, color="#2a3f5f")),
+                      font=dict(size=11, color="rgba(0,0,0,0)" if crowded else None))],
     )
     return fig

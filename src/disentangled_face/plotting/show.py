@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["STATIC_ENV", "is_static_build", "show"]
+__all__ = ["STATIC_ENV", "is_static_build", "show", "show_markdown", "show_summary"]
 
 STATIC_ENV = "DISENTANGLED_FACE_STATIC"
 
@@ -49,3 +49,28 @@ def _jsonable(obj):
     import plotly.utils
 
     return json.loads(json.dumps(obj, cls=plotly.utils.PlotlyJSONEncoder))
+
+
+def show_markdown(text: str) -> None:
+    """Display Markdown as rendered prose: a conclusion built from the chapter's numbers.
+
+    Chapters write their conclusions with this rather than ``print``, so that the book shows
+    them as text the reader sees whole (not monospace output behind a scroll bar).
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def show_summary(points, title: str = "What this chapter showed") -> None:
+    """The end-of-chapter summary: a bold title and one bullet per point (Markdown strings).
+
+    Raises
+    ------
+    ValueError
+        When ``points`` is empty.
+    """
+    points = [str(p).strip() for p in points]
+    if not points:
+        raise ValueError("a summary needs at least one point")
+    show_markdown(f"**{title}**\n\n" + "\n".join(f"- {p}" for p in points))
