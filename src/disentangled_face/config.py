@@ -464,7 +464,9 @@ class ExperimentsConfig(_Section):
     Sec. 4.1 formula), ``far_targets`` of TAR@FAR (Sec. 4.2), ``batch_size`` when encoding,
     ``speed_images`` / ``speed_repeats`` / ``speed_batch`` of Table 4, ``fit_iter`` (the
     single-image fitter's cap; None: ``fitting.max_iter``), ``fit_verification`` (also verify
-    with fitted ``alpha_id``), ``bases_shown`` (decoder columns drawn, Fig. 9), ``seed``.
+    with fitted ``alpha_id``), ``bases_shown`` (decoder columns drawn, Fig. 9), ``seed``,
+    ``scaling_subjects`` (the numbers of training identities of chapter 6's scaling study;
+    empty: no study).
     """
 
     crop_radius_mm: float = Field(95.0, gt=0)
@@ -478,6 +480,7 @@ class ExperimentsConfig(_Section):
     fit_verification: bool = False
     bases_shown: int = Field(4, ge=1)
     seed: int = Field(0, ge=0)
+    scaling_subjects: tuple[int, ...] = ()
 
     @field_validator("far_targets")
     @classmethod

@@ -16,7 +16,7 @@ from .power import POWER, paired_mde
 from .reconstruction import METRIC_LABELS, ReconResult
 from .verification import VerificationTable
 
-__all__ = ["Claim", "claims", "claims_frame", "ALPHA", "N_BOOTSTRAP", "BASES_MIN_OUTSIDE", "sign_test",
+__all__ = ["Claim", "claims", "claims_frame", "claims_markdown", "ALPHA", "N_BOOTSTRAP", "BASES_MIN_OUTSIDE", "sign_test",
            "paired_test"]
 
 
@@ -324,3 +324,17 @@ def claims_frame(claim_list: Sequence[Claim]) -> pd.DataFrame:
     return pd.DataFrame([{"topic": c.topic, "claim": c.claim, "verdict": c.verdict(), "p-value": c.p_value,
                           "detectable difference": c.detectable, "unit": c.unit, "evidence": c.evidence}
                          for c in claim_list])
+
+
+def claims_markdown(claim_list: Sequence[Claim], topic: str | None = None) -> str:
+    """The claims as Markdown a reader sees whole: one block per claim, its verdict in bold,
+    then its evidence sentence (``topic``: only the claims of that topic).
+
+    >>> print(claims_markdown([Claim("Table 2: lower error.", True, "2.0 mm against 3.0 mm.", p_value=0.01)]))
+    > **supported**: Table 2: lower error.
+    >
+    > 2.0 mm against 3.0 mm.
+    """
+    blocks = [f"> **{c.verdict()}**: {c.claim}\n>\n> {c.evidence}" for c in claim_list
+              if topic is None or c.topic == topic]
+    return "\n\n".join(blocks)
