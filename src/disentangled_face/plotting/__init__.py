@@ -4,8 +4,9 @@
 :func:`~.show.show_summary`,
 :func:`~.show.is_static_build`, the mesh figures of :mod:`.meshes` and the widget of
 :mod:`.widgets`. The figures of one part live in their own modules and are imported from
-there: :mod:`.experiments` (Tables 1-3, Figs. 6-7 and 9; chapters 7-10), and the faces and
-training figures of the chapters that draw them. Every number a chapter shows, in a table or a
+there: :mod:`.experiments` (Tables 1-3, Figs. 6-7 and 9; chapters 7-10), :mod:`.diagram` (the
+encoder-decoder's block diagram, chapter 5), and the faces and training figures of the chapters
+that draw them. Every number a chapter shows, in a table or a
 sentence, is written by :mod:`.format`.
 """
 
