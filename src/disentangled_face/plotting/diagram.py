@@ -124,7 +124,7 @@ def network_diagram(table, input_shape: tuple, title: str | None = None):
     Returns
     -------
     matplotlib.figure.Figure
-        Not attached to pyplot (a notebook shows it once, as the cell's value).
+        Not attached to pyplot: show it with :func:`~disentangled_face.plotting.show.show_image`.
 
     Raises
     ------
