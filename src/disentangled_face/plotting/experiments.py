@@ -97,5 +97,7 @@ def bases_difference_figure(model, bases_before, bases_after, k: int = 4, part: 
     name = "identity" if part == 0 else "residual"
     diff = [np.linalg.norm(after[j] - before[j], axis=1) for j in range(k)]
     mean = model.mean.astype(np.float64)
-    return mesh_grid([mean] * k, model.triangles, [f"{name} {j + 1}: III − II" for j in range(k)],
-                     intensities=diff, cols=k, colorscale="Hot", colorbar_title="mm")
+    fig = mesh_grid([mean] * k, model.triangles, [f"{name} {j + 1}" for j in range(k)],
+                    intensities=diff, cols=k, colorscale="Hot", colorbar_title="mm")
+    fig.update_layout(title=dict(text=f"|Phase III − Phase II| of the {name} bases, per vertex", font_size=13))
+    return fig
