@@ -343,3 +343,16 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     assert lb["stats"]["table"].loc["identity", "mean cosine Phase II vs III"] == pytest.approx(1.0)
     cl = E.claims(E.run_all(cfg))
     assert all(c.supported is not None for c in cl)
+
+
+def test_bases_difference_figure_shows_where_phase_iii_moved_the_bases(toy):
+    from disentangled_face.plotting.experiments import bases_difference_figure
+
+    after = toy.id_basis.copy()
+    after[0, :10] += 1.0                                    # column 1 moved at 10 vertices only
+    fig = bases_difference_figure(toy, (toy.id_basis, toy.exp_basis), (after, toy.exp_basis), k=2)
+    assert len(fig.data) == 2 and fig.data[0].colorbar.title.text == "mm"
+    first = np.asarray(fig.data[0].intensity)
+    assert np.allclose(first[:10], np.sqrt(3)) and np.allclose(first[10:], 0) and np.allclose(fig.data[1].intensity, 0)
+    with pytest.raises(ValueError, match="different shapes"):
+        bases_difference_figure(toy, (toy.id_basis, toy.exp_basis), (after[:3], toy.exp_basis))

@@ -150,6 +150,23 @@ def test_alternation_converges_and_never_increases(ict):
     assert fit2.steps[-1] == "joint"
 
 
+def test_iterates_are_the_states_of_shorter_runs(ict):
+    """keep_iterates: iteration 0 is the first pose on the mean face; iteration k equals a run of k."""
+    syn = fitting.simulate_landmarks(ict, n_subjects=1, n_images=3, noise_px=0.5, seed=4)
+    fit = fitting.fit_shape_and_pose(ict, syn.landmarks, max_iter=4, tol=0.0, joint_iters=0,
+                                     keep_iterates=True, **FAST)
+    assert len(fit.iterates) == fit.n_iter + 1 == 5
+    assert not fitting.fit_shape_and_pose(ict, syn.landmarks, max_iter=2, **FAST).iterates  # off by default
+    first = fit.iterates[0]
+    assert isinstance(first, fitting.ShapeAndPose) and not first.alpha_id.any() and not first.alpha_exp.any()
+    np.testing.assert_allclose(fit.iterates[-1].alpha_id, fit.alpha_id)
+    short = fitting.fit_shape_and_pose(ict, syn.landmarks, max_iter=2, tol=0.0, joint_iters=0, **FAST)
+    np.testing.assert_allclose(fit.iterates[2].alpha_id, short.alpha_id, atol=1e-6)
+    np.testing.assert_allclose(fit.iterates[2].project(ict), short.project(ict), atol=1e-4)
+    err = [np.sqrt(((it.project(ict) - syn.landmarks) ** 2).sum(-1).mean()) for it in fit.iterates]
+    assert err[-1] < err[0]                              # the landmarks move towards the data
+
+
 def test_batched_equals_per_subject_and_is_deterministic(ict):
     syn = fitting.simulate_landmarks(ict.subset(30, 20), n_subjects=3, n_images=4, noise_px=0.5, seed=3)
     m = ict.subset(30, 20)

@@ -79,3 +79,9 @@ def test_format_table_fixed_decimals_and_series():
     s = pd.Series([1.0, 2.5], name="x")
     assert "2.50" in format_table(s, decimals={"x": 2}).to_html()
     assert "2.5" in format_table(s).to_html()
+
+
+def test_mixed_columns_write_each_value_alone():
+    # chapter 3's fitter options: a Series of numbers and text, no column precision to keep
+    html = format_table(pd.Series({"lambda_id": 4.0, "tol": 0.01, "dtype": "float32"}, dtype=object)).to_html()
+    assert ">4<" in html and ">0.01<" in html and "0.0100" not in html and "float32" in html

@@ -59,13 +59,13 @@ from __future__ import annotations
 
 from ..data.landmarks import LandmarkOrderError
 from .quality import FitQuality
-from .api import FitResult, ImageParameters, SubjectsFit, fit_images, fit_shape_and_pose, fit_single_image, fit_subjects
+from .api import FitResult, ImageParameters, ShapeAndPose, SubjectsFit, fit_images, fit_shape_and_pose, fit_single_image, fit_subjects
 from .checks import fitter_options
 from .pose import estimate_pose, nearest_scaled_rotation
 from .simulate import SyntheticLandmarks, identity_error_vs_images, shape_errors, shape_rmse, simulate_landmarks
 from .targets import build_targets, load_targets, targets_path
 
-__all__ = ["ImageParameters", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects",
+__all__ = ["ImageParameters", "ShapeAndPose", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects",
            "fitter_options", "estimate_pose", "nearest_scaled_rotation", "SyntheticLandmarks", "simulate_landmarks",
            "identity_error_vs_images", "shape_rmse", "shape_errors", "build_targets", "targets_path",
            "load_targets", "FitQuality", "LandmarkOrderError"]

@@ -211,11 +211,15 @@ class Fitter:
                      torch.where(ki[:, None], new.t, old.t))
 
 
-def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False):
+def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False, snapshots: list | None = None):
     """The alternation of Eq. 7 from ``alpha_id = alpha_exp = 0``: pose -> expression -> identity.
 
     A subject stops when the relative change of its E over one iteration falls below ``tol``
     (it then keeps its state while the others go on), or after ``max_iter`` iterations.
+
+    ``snapshots``, when a list, receives the :class:`State` after "iteration 0" (the first pose
+    step, on the mean face) and after every full iteration: ``snapshots[k]`` is the state after
+    iteration ``k`` (for teaching: chapter 3 draws the fitted landmarks of iterations 0, 1, 3, 7).
 
     Returns
     -------
@@ -242,6 +246,10 @@ def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False):
             new = step(st)
             st = new if first else fitter.merge(active, new, old)   # a converged subject keeps its state
             history.append(fitter.objective(st).numpy()); steps.append(name)
+            if snapshots is not None and first and name == "pose":
+                snapshots.append(st)
+        if snapshots is not None:
+            snapshots.append(st)
         E = history[-1]
         prev = history[-3] if first else prev                       # E after the first pose step
         n_iter = it + 1

@@ -22,7 +22,7 @@ from .joint import refine
 from .pose import flip
 from .quality import FitQuality, assess, check_landmark_order
 
-__all__ = ["ImageParameters", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects"]
+__all__ = ["ImageParameters", "ShapeAndPose", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects"]
 
 
 @dataclass
@@ -44,7 +44,28 @@ class ImageParameters:
 
 
 @dataclass
-class FitResult(ImageParameters):
+class ShapeAndPose(ImageParameters):
+    """One subject's shared ``alpha_id`` (k_id,) and its M images' parameters: what a fit
+    estimates, without its diagnostics (also the state of the alternation after one iteration,
+    ``FitResult.iterates``)."""
+
+    alpha_id: np.ndarray
+
+    def shapes(self, model: MorphableModel) -> np.ndarray:
+        """Fitted full shapes ``s_i`` (M, n, 3), mm (Eq. 3)."""
+        return model.shape(np.repeat(self.alpha_id[None], len(self.f), 0), self.alpha_exp)
+
+    def identity_shape(self, model: MorphableModel) -> np.ndarray:
+        """Fitted neutral identity shape ``s_mean + A_id alpha_id`` (n, 3), mm."""
+        return model.identity_shape(self.alpha_id)
+
+    def project(self, model: MorphableModel) -> np.ndarray:
+        """The fitted landmarks in the images (M, 68, 2), pixels."""
+        return camera.project(model.landmarks_of(self.shapes(model)), self.R, self.f, self.t)
+
+
+@dataclass
+class FitResult(ShapeAndPose):
     """The fit of one subject's images (Eq. 7).
 
     Attributes
@@ -75,9 +96,12 @@ class FitResult(ImageParameters):
         The fit's quality report (:class:`~disentangled_face.fitting.quality.FitQuality`):
         per-landmark residuals, reprojection error in inter-ocular units, largest ``|alpha_id|``,
         convergence by the paper's rule; ``print(fit.quality.summary())``.
+    iterates : list of ShapeAndPose
+        Only with ``keep_iterates=True``: the parameters after iteration 0 (the first pose step,
+        on the mean face) and after every iteration of the alternation, ``iterates[k]`` after
+        iteration ``k`` (the joint refinement's result is the fit itself).
     """
 
-    alpha_id: np.ndarray
     objective: list
     steps: list
     n_iter: int
@@ -86,18 +110,7 @@ class FitResult(ImageParameters):
     kept: list = field(default_factory=list)
     discarded: list = field(default_factory=list)
     quality: FitQuality | None = None
-
-    def shapes(self, model: MorphableModel) -> np.ndarray:
-        """Fitted full shapes ``s_i`` (M, n, 3), mm (Eq. 3)."""
-        return model.shape(np.repeat(self.alpha_id[None], len(self.f), 0), self.alpha_exp)
-
-    def identity_shape(self, model: MorphableModel) -> np.ndarray:
-        """Fitted neutral identity shape ``s_mean + A_id alpha_id`` (n, 3), mm."""
-        return model.identity_shape(self.alpha_id)
-
-    def project(self, model: MorphableModel) -> np.ndarray:
-        """The fitted landmarks in the images (M, 68, 2), pixels."""
-        return camera.project(model.landmarks_of(self.shapes(model)), self.R, self.f, self.t)
+    iterates: list = field(default_factory=list)
 
 
 @dataclass
@@ -131,14 +144,14 @@ class SubjectsFit(ImageParameters):
         return model.shape(self.alpha_id[idx], self.alpha_exp[idx])
 
 
-def _solve(fitter: Fitter, opts: FittingConfig, verbose: bool):
+def _solve(fitter: Fitter, opts: FittingConfig, verbose: bool, snapshots: list | None = None):
     """The alternation, then the joint refinement, in torch's no-grad mode with ``opts.threads``."""
     threads = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(opts.threads)
     try:
         with torch.no_grad():
-            st, history, steps, n_iter, conv, sub_it = alternate(fitter, opts.max_iter, opts.tol, verbose)
+            st, history, steps, n_iter, conv, sub_it = alternate(fitter, opts.max_iter, opts.tol, verbose, snapshots)
             if opts.joint_iters:
                 st, more, more_steps = refine(fitter, st, opts.joint_iters)
                 history, steps = history + more, steps + more_steps
@@ -148,22 +161,28 @@ def _solve(fitter: Fitter, opts: FittingConfig, verbose: bool):
     return st, np.stack(history, 1), steps, n_iter, conv, sub_it, rmse
 
 
-def _run(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, opts: FittingConfig,
-         exp_solver: str = "torch", verbose: bool = False) -> dict[str, Any]:
-    """Fit checked landmarks y (N, L, 2) of S subjects (``subj`` (N,) in [0, S)); plain arrays."""
-    fitter = Fitter(model, y, subj, S, opts, exp_solver)
-    st, hist, steps, n_iter, conv, sub_it, rmse = _solve(fitter, opts, verbose)
+def _arrays(st) -> dict[str, np.ndarray]:
+    """A fitter state as float64 arrays in image coordinates (t with v down), with its angles."""
     R = st.R.double().numpy()
     yaw, pitch, roll = camera.euler_from_rotation(R)
     return dict(a_id=st.a_id.double().numpy(), a_exp=st.a_exp.double().numpy(), R=R,
-                f=st.f.double().numpy(), t=flip(st.t).double().numpy(), yaw=yaw, pitch=pitch,
-                roll=roll, hist=hist, steps=steps, n_iter=n_iter, converged=conv,
-                rmse=rmse.double().numpy(), subject_iters=sub_it)
+                f=st.f.double().numpy(), t=flip(st.t).double().numpy(), yaw=yaw, pitch=pitch, roll=roll)
+
+
+def _run(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, opts: FittingConfig,
+         exp_solver: str = "torch", verbose: bool = False, keep_iterates: bool = False) -> dict[str, Any]:
+    """Fit checked landmarks y (N, L, 2) of S subjects (``subj`` (N,) in [0, S)); plain arrays."""
+    fitter = Fitter(model, y, subj, S, opts, exp_solver)
+    snapshots = [] if keep_iterates else None
+    st, hist, steps, n_iter, conv, sub_it, rmse = _solve(fitter, opts, verbose, snapshots)
+    return dict(_arrays(st), hist=hist, steps=steps, n_iter=n_iter, converged=conv,
+                rmse=rmse.double().numpy(), subject_iters=sub_it,
+                iterates=[_arrays(s) for s in snapshots or []])
 
 
 def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: FittingConfig | None = None, *,
                        exp_solver: str = "torch", verbose: bool = False, check_order: bool = True,
-                       **overrides: Any) -> FitResult:
+                       keep_iterates: bool = False, **overrides: Any) -> FitResult:
     """Fit one subject's images at once: shared ``alpha_id``, per-image pose and ``alpha_exp``.
 
     The paper's multi-image fitter (Sec. 3.3, Eq. 6-7): from ``alpha_id = alpha_exp = 0``,
@@ -188,6 +207,9 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
         Check the landmark order against iBUG's 68 points before fitting (68-point models;
         :func:`~disentangled_face.fitting.quality.check_landmark_order`). ``False`` skips it
         (for a model whose 68 landmarks follow another scheme).
+    keep_iterates : bool
+        Keep the parameters after every iteration of the alternation in ``FitResult.iterates``
+        (iteration 0: the first pose step on the mean face), to show how the fit proceeds.
     **overrides
         Single fitter options replacing those of ``options``: ``lambda_id``, ``lambda_exp``
         (mm^2), ``max_iter``, ``tol``, ``pose_refine``, ``exp_iters``, ``active_set_iters``,
@@ -220,12 +242,18 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
     if check_order:
         check_landmark_order(model, y)
     subj = np.zeros(y.shape[0], np.int64)
-    r = _run(model, y, subj, 1, opts, exp_solver, verbose)
+    r = _run(model, y, subj, 1, opts, exp_solver, verbose, keep_iterates)
     quality = _quality(model, y, subj, r["a_id"], r, r["hist"], r["subject_iters"], opts, check_order)
-    return FitResult(alpha_id=r["a_id"][0], alpha_exp=r["a_exp"], R=r["R"], f=r["f"], t=r["t"],
-                     yaw=r["yaw"], pitch=r["pitch"], roll=r["roll"], objective=r["hist"][0].tolist(),
+    iterates = [_shape_and_pose(a) for a in r["iterates"]]
+    return FitResult(**vars(_shape_and_pose(r)), objective=r["hist"][0].tolist(),
                      steps=r["steps"], n_iter=r["n_iter"], converged=r["converged"],
-                     rmse_px=r["rmse"], kept=kept, discarded=discarded, quality=quality)
+                     rmse_px=r["rmse"], kept=kept, discarded=discarded, quality=quality, iterates=iterates)
+
+
+def _shape_and_pose(a: dict[str, np.ndarray]) -> ShapeAndPose:
+    """One subject's arrays of :func:`_arrays` as a :class:`ShapeAndPose`."""
+    return ShapeAndPose(alpha_id=a["a_id"][0], alpha_exp=a["a_exp"], R=a["R"], f=a["f"], t=a["t"],
+                        yaw=a["yaw"], pitch=a["pitch"], roll=a["roll"])
 
 
 def _quality(model: MorphableModel, y: np.ndarray, subj: np.ndarray, a_id: np.ndarray, r: dict, hist: np.ndarray,

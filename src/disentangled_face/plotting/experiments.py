@@ -9,7 +9,7 @@ from ..evaluation.reconstruction import METRIC_LABELS, ReconResult
 from ..evaluation.verification import VerificationTable
 from .meshes import mesh_grid
 
-__all__ = ["recon_figure", "roc_figure", "bases_figures"]
+__all__ = ["recon_figure", "roc_figure", "bases_figures", "bases_difference_figure"]
 
 
 def recon_figure(result: ReconResult, metric: str = "rmse_mm", title: str = "", kind: str = "line"):
@@ -67,5 +67,37 @@ def bases_figures(model, bases_before, bases_after, k: int = 4, code: float = 1.
             res_int.append(np.linalg.norm(np.asarray(b[j], dtype=np.float64), axis=1))
             res_titles.append(f"{tag}: residual {j + 1}")
     fig_res = mesh_grid([mean] * len(res_int), model.triangles, res_titles, intensities=res_int,
-                        cols=k_res, colorscale="Hot", shared_range=True)
+                        cols=k_res, colorscale="Hot", colorbar_title="mm per unit code")
     return fig_id, fig_res
+
+
+def bases_difference_figure(model, bases_before, bases_after, k: int = 4, part: int = 0):
+    """How far Phase III moved each basis: ``|W_III[:, j] - W_II[:, j]|`` per vertex (mm per unit
+    code) on the mean shape, for the first ``k`` identity (``part=0``) or residual (``part=1``)
+    columns, with one colour bar in mm.
+
+    The Phase II and Phase III bases drawn as shapes (:func:`bases_figures`) can look alike
+    when Phase III changes them by a few percent; their difference shows where it did.
+
+    Raises
+    ------
+    ValueError
+        When the two sets of bases do not have the same shape.
+
+    >>> from disentangled_face.shape import MorphableModel
+    >>> toy = MorphableModel.toy(n=60, k_id=4, k_exp=2, seed=0)
+    >>> fig = bases_difference_figure(toy, (toy.id_basis, toy.exp_basis), (2 * toy.id_basis, toy.exp_basis), k=2)
+    >>> len(fig.data), fig.data[0].colorbar.title.text
+    (2, 'mm')
+    """
+    before, after = np.asarray(bases_before[part], np.float64), np.asarray(bases_after[part], np.float64)
+    if before.shape != after.shape:
+        raise ValueError(f"bases of different shapes: {before.shape} and {after.shape}")
+    k = min(k, before.shape[0])
+    name = "identity" if part == 0 else "residual"
+    diff = [np.linalg.norm(after[j] - before[j], axis=1) for j in range(k)]
+    mean = model.mean.astype(np.float64)
+    fig = mesh_grid([mean] * k, model.triangles, [f"{name} {j + 1}" for j in range(k)],
+                    intensities=diff, cols=k, colorscale="Hot", colorbar_title="mm")
+    fig.update_layout(title=dict(text=f"|Phase III − Phase II| of the {name} bases, per vertex", font_size=13))
+    return fig

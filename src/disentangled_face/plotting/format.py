@@ -243,6 +243,8 @@ def _column_formatter(values, sig: int, percent: bool, pvalue: bool, decimals: i
     finite = [v for v in values if not _missing(v)] if numeric else []
     if numeric and finite and all(_integral(v) for v in finite):
         return fmt_int
+    if not numeric:  # a column of mixed values (options, a Series of facts): each as written alone
+        return lambda v: fmt_value(v, sig)
     return lambda v: fmt_num(v, sig, trim=False) if isinstance(v, (numbers.Real, np.floating)) \
         and not isinstance(v, (bool, np.bool_)) else fmt_value(v, sig)
 
@@ -283,6 +285,9 @@ def format_table(df, units: Mapping[str, str] | None = None, sig: int = 3,
     (['n', 'E (mm²)'], [9409.0, 100.0])
     >>> html = t.to_html()
     >>> "9,409" in html and "11,999" in html and "41.8" in html and "9409.0" not in html
+    True
+    >>> mixed = format_table(pd.Series({"tol": 0.01, "max_iter": 7, "dtype": "float32"}, dtype=object))
+    >>> "0.01<" in mixed.to_html() and "0.0100" not in mixed.to_html()
     True
     """
     import pandas as pd

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["STATIC_ENV", "is_static_build", "show", "show_markdown", "show_summary"]
+__all__ = ["STATIC_ENV", "is_static_build", "show", "show_image", "show_markdown", "show_summary"]
 
 STATIC_ENV = "DISENTANGLED_FACE_STATIC"
 
@@ -41,6 +41,22 @@ def show(fig) -> None:
     # plotly's JSON must be plain JSON types for the notebook file
     bundle["application/vnd.plotly.v1+json"] = _jsonable(bundle["application/vnd.plotly.v1+json"])
     display(bundle, raw=True)
+
+
+def show_image(fig, dpi: int = 110) -> None:
+    """Display a matplotlib ``Figure`` made without pyplot (such as
+    :func:`~disentangled_face.plotting.diagram.network_diagram`'s) once, as a PNG.
+
+    A figure not attached to pyplot has no display of its own until pyplot's inline backend has
+    drawn something; this writes it to PNG (tight bounding box) and displays that.
+    """
+    import io
+
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    display(Image(buf.getvalue()))
 
 
 def _jsonable(obj):
