@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from disentangled_face.plotting.format import (fmt_int, fmt_interval, fmt_list, fmt_num, fmt_p, fmt_pct,
+from disentangled_face.format import (fmt_int, fmt_interval, fmt_list, fmt_num, fmt_p, fmt_pct,
                                                fmt_value, format_table, superscript)
 
 

@@ -42,7 +42,7 @@ from . import metrics, paper_results
 from .bases import learned_bases
 from .cache import (cache_dir, fit_codes, load_morphable, method_outputs, net_images, networks_fingerprint,
                     pairs_arrays, protocol_codes, sample_images, trained_networks)
-from .claims import ALPHA, Claim, claims, claims_frame, claims_markdown, paired_test, sign_test
+from .claims import ALPHA, Claim, claims, claims_frame, claims_markdown, paired_test
 from ..networks.inference import alpha_from_images, decodes_through_3dmm, encode, evaluate, features, reconstruct
 from ..methods import (FUSIONS, METHODS, PAPER_ONLY, Method, method, method_for_phase, reconstruction_methods,
                       verification_methods)
@@ -50,7 +50,7 @@ from .reconstruction import (METRIC_LABELS, ReconResult, error_map, reconstructi
                              reconstruction_vs_yaw, rmse_per_expression, scan_reconstruction_errors)
 from .results import ChapterResults, record_chapter
 from .power import min_detectable_difference, paired_mde, t_test_power
-from .scaling import SCALING_METHODS, scaling_study
+from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
 from .speed import speed_table, time_per_image
 from .verification import VerificationTable, sequence_features, verification_table
@@ -60,11 +60,11 @@ __all__ = [
     "reconstruction_methods", "verification_methods", "METRIC_LABELS", "ReconResult", "reconstruction_errors",
     "reconstruction_vs_yaw", "reconstruction_micc", "rmse_per_expression", "error_map",
     "scan_reconstruction_errors", "sequence_features", "VerificationTable", "verification_table",
-    "time_per_image", "speed_table", "learned_bases", "Claim", "claims", "claims_frame", "claims_markdown", "ALPHA", "sign_test",
+    "time_per_image", "speed_table", "learned_bases", "Claim", "claims", "claims_frame", "claims_markdown", "ALPHA",
     "paired_test", "cache_dir", "load_morphable", "net_images", "pairs_arrays", "trained_networks",
     "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "sample_images",
     "run_reconstruction", "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all",
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
     "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
-    "SCALING_METHODS",
+    "SCALING_METHODS", "aligned_errors", "held_out_aligned",
 ]

@@ -12,11 +12,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..format import fmt_num, fmt_p
 from .power import POWER, paired_mde
 from .reconstruction import METRIC_LABELS, ReconResult
 from .verification import VerificationTable
 
-__all__ = ["Claim", "claims", "claims_frame", "claims_markdown", "ALPHA", "N_BOOTSTRAP", "BASES_MIN_OUTSIDE", "sign_test",
+__all__ = ["Claim", "claims", "claims_frame", "claims_markdown", "ALPHA", "N_BOOTSTRAP", "BASES_MIN_OUTSIDE",
            "paired_test"]
 
 
@@ -81,9 +82,15 @@ def _fold_test(vt: VerificationTable, a: str, b: str, key: str = "accuracy") -> 
     return float(ttest_rel(x, y).pvalue), paired_mde(x, y, test="t")
 
 
+def _p(pv: float) -> str:
+    """``p = 0.20`` or ``p < 10⁻⁶`` (:func:`~disentangled_face.format.fmt_p`)."""
+    t = fmt_p(pv)
+    return f"p {t}" if t.startswith("<") else f"p = {t}"
+
+
 def _fold_text(pv: float, mde: float, n: int) -> str:
-    return (f"paired t-test over the {n} folds p = {pv:.2g}" + ("; within noise" if pv >= ALPHA else "")
-            + f"; it detects a true difference of {mde:.2g} points (α = {ALPHA:g}, power {POWER:g})")
+    return (f"paired t-test over the {n} folds {_p(pv)}" + ("; within noise" if pv >= ALPHA else "")
+            + f"; it detects a true difference of {fmt_num(mde)} points (α = {ALPHA:g}, power {POWER:g})")
 
 
 def _folds_text(signs: tuple[int, int, int]) -> str:
@@ -95,15 +102,6 @@ def _folds_text(signs: tuple[int, int, int]) -> str:
 ALPHA = 0.05
 #: Bootstrap resamples of the Fig. 7 range test.
 N_BOOTSTRAP = 2000
-
-
-def sign_test(won: int, lost: int) -> float:
-    """Two-sided sign test p-value (:func:`scipy.stats.binomtest`, p = 1/2) of ``won`` against
-    ``lost`` (ties already dropped); 1.0 when there is nothing to test."""
-    from scipy.stats import binomtest
-
-    n = int(won) + int(lost)
-    return 1.0 if n == 0 else float(binomtest(int(won), n, 0.5).pvalue)
 
 
 def paired_test(a: np.ndarray, b: np.ndarray) -> float:
@@ -225,11 +223,11 @@ def _recon_claim(r: ReconResult | None, key: str, text: str, metric: str, unit: 
     ea, eb = _items(r, "Proposed", metric), _items(r, rival, metric)
     pv, mde = paired_test(ea, eb), paired_mde(ea, eb, test="wilcoxon")
     return Claim(text, ok, (
-        f"Overall {METRIC_LABELS[metric]}: Proposed {p:.3g} {unit} against {rival} {q:.3g} {unit} "
+        f"Overall {METRIC_LABELS[metric]}: Proposed {fmt_num(p)} {unit} against {rival} {fmt_num(q)} {unit} "
         f"({rel:.1f}% {'lower' if p < q else 'higher' if p > q else 'equal'}); Proposed is lower in "
         f"{wins} of {len(cols)} {r.group_name} groups and for {int((ea < eb).sum())} of {ea.size} test images "
-        f"(paired Wilcoxon signed-rank test, p = {pv:.2g}{'; within noise' if pv >= ALPHA else ''}; "
-        f"it detects a mean difference of {mde:.2g} {unit} with power {POWER:g})."), p_value=pv,
+        f"(paired Wilcoxon signed-rank test, {_p(pv)}{'; within noise' if pv >= ALPHA else ''}; "
+        f"it detects a mean difference of {fmt_num(mde)} {unit} with power {POWER:g})."), p_value=pv,
         detectable=mde, unit=unit)
 
 
@@ -248,12 +246,12 @@ def _identity_claim(r: ReconResult | None, metric: str, unit: str) -> Claim:
     groups = r.errors.loc[r.errors["method"] == "Proposed", "group"].to_numpy()
     pv, mde = _range_bootstrap_p(_items(r, "Proposed", metric), _items(r, rival, metric), groups)
     return Claim(text, ok, (
-        f"Across expressions the Proposed identity-shape error ranges over {spread:.3g} {unit} "
-        f"({row.min():.3g} to {row.max():.3g}), the {rival} identity-shape error over {cspread:.3g} {unit} "
-        f"({crow.min():.3g} to {crow.max():.3g}): the Proposed identity component varies "
+        f"Across expressions the Proposed identity-shape error ranges over {fmt_num(spread)} {unit} "
+        f"({fmt_num(row.min())} to {fmt_num(row.max())}), the {rival} identity-shape error over {fmt_num(cspread)} {unit} "
+        f"({fmt_num(crow.min())} to {fmt_num(crow.max())}): the Proposed identity component varies "
         f"{'less' if ok else 'not less'} with expression (paired bootstrap over test images of the range "
-        f"difference, p = {pv:.2g}{'; within noise' if pv >= ALPHA else ''}; it detects a range difference of "
-        f"{mde:.2g} {unit} with power {POWER:g})."), p_value=pv, detectable=mde, unit=unit)
+        f"difference, {_p(pv)}{'; within noise' if pv >= ALPHA else ''}; it detects a range difference of "
+        f"{fmt_num(mde)} {unit} with power {POWER:g})."), p_value=pv, detectable=mde, unit=unit)
 
 
 def _recognition_claims(vt: VerificationTable | None, name: str) -> list[Claim]:
@@ -314,8 +312,8 @@ def _speed_claim(sp: pd.DataFrame | None) -> Claim:
         return Claim(text, None, "The speed experiment was not run with both methods.", "speed")
     p, q = float(sp.loc["Proposed", "ms/image"]), float(sp.loc["3DMM fitting", "ms/image"])
     return Claim(text, bool(p < q), (
-        f"On this machine ({sp.loc['Proposed', 'device']}) the Proposed network takes {p:.3g} ms per image and "
-        f"single-image 3DMM fitting {q:.3g} ms ({q / p:.3g}x)."), "speed")
+        f"On this machine ({sp.loc['Proposed', 'device']}) the Proposed network takes {fmt_num(p)} ms per image and "
+        f"single-image 3DMM fitting {fmt_num(q)} ms ({fmt_num(q / p)}x)."), "speed")
 
 
 def claims_frame(claim_list: Sequence[Claim]) -> pd.DataFrame:

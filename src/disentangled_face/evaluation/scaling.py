@@ -26,30 +26,76 @@ from . import metrics
 from .cache import load_morphable, load_set, net_images
 from .verification import verification_table
 
-__all__ = ["SCALING_METHODS", "scaling_study"]
+__all__ = ["SCALING_METHODS", "aligned_errors", "held_out_aligned", "scaling_study"]
 
 #: The methods of the study (the two that differ only in the joint phase).
 SCALING_METHODS = ("3DMM-CNN-like", "Proposed")
 
 
+def aligned_errors(model, nets: dict, images, truth: np.ndarray, radius_mm: float) -> dict[str, np.ndarray]:
+    """Per-image aligned RMSE (mm; chapter 7's measure: similarity Procrustes on the 68 landmarks,
+    ``radius_mm`` crop) of the mean face and of each method of :data:`SCALING_METHODS`.
+
+    Parameters
+    ----------
+    model : MorphableModel
+    nets : dict phase -> network
+        ``phase1`` (decoded through the 3DMM) and ``phase3``.
+    images : array (N, 3, H, W) in [-1, 1]
+    truth : array (N, n, 3), mm
+
+    Returns
+    -------
+    dict method -> ndarray (N,) mm
+    """
+    truth = np.asarray(truth)
+    mean = np.broadcast_to(np.asarray(model.s_mean).reshape(1, -1, 3), truth.shape)
+    out = {"mean face": metrics.model_shape_error(model, mean, truth, radius_mm=radius_mm).rmse_mm}
+    for name in SCALING_METHODS:
+        m = METHODS[name]
+        s = reconstruct(nets[m.phase], images, morphable=model if m.decode == "3dmm" else None)
+        out[name] = metrics.model_shape_error(model, s, truth, radius_mm=radius_mm).rmse_mm
+    return out
+
+
+def held_out_aligned(trained, data, n_images: int = 1000, radius_mm: float = metrics.CROP_RADIUS_MM) -> pd.DataFrame:
+    """Chapter 7's aligned, cropped 3D error on held-out images of the training subjects (chapter 6).
+
+    Parameters
+    ----------
+    trained : TrainedModels
+        With ``phase1`` and ``phase3`` checkpoints.
+    data : TrainingData
+        Its ``val`` images (every ``len(val) // n_images``-th, at most ``n_images``) and their true shapes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``method`` (mean face, 3DMM-CNN-like, Proposed); ``rmse_mm`` (mean over images),
+        ``rmse_se_mm`` (standard error), ``vs_mean_face``, ``n_images``.
+    """
+    step = max(1, len(data.val) // n_images)
+    items = [data.val[i] for i in range(0, len(data.val), step)][:n_images]
+    x = torch.stack([it["image"] for it in items])
+    truth = data.model.shape(torch.stack([it["alpha_id"] for it in items]).numpy(),
+                             torch.stack([it["alpha_exp"] for it in items]).numpy())
+    errs = aligned_errors(data.model, {p: trained.load(p) for p in ("phase1", "phase3")}, x, truth, radius_mm)
+    return pd.DataFrame({m: {"rmse_mm": float(e.mean()), "rmse_se_mm": float(e.std(ddof=1) / np.sqrt(e.size)),
+                             "vs_mean_face": float(e.mean() / errs["mean face"].mean()), "n_images": int(e.size)}
+                         for m, e in errs.items()}).T.rename_axis("method")
+
+
 def _unseen_errors(cfg: Config, model, nets: dict) -> dict[str, np.ndarray]:
     """Per-image aligned RMSE (mm) of each method and of the mean face on bu3dfe-like's yaw sweep + micc-like."""
     radius = float(cfg.experiments.crop_radius_mm)
-    errs: dict[str, list] = {m: [] for m in ("mean face", *SCALING_METHODS)}
+    parts = []
     for protocol in ("bu3dfe-like", "micc-like"):
         ds = load_set(cfg, protocol)
-        sweep = np.asarray(getattr(ds, "sweep", None) if getattr(ds, "sweep", None) is not None
-                           else np.ones(len(ds.label), bool), bool)
-        idx = np.flatnonzero(sweep)
-        truth = np.asarray(ds.shapes(model, idx))
-        x = net_images(np.asarray(ds.images)[idx])
-        mean = np.broadcast_to(np.asarray(model.s_mean).reshape(1, -1, 3), truth.shape)
-        errs["mean face"].append(metrics.model_shape_error(model, mean, truth, radius_mm=radius).rmse_mm)
-        for name in SCALING_METHODS:
-            m = METHODS[name]
-            s = reconstruct(nets[m.phase], x, morphable=model if m.decode == "3dmm" else None)
-            errs[name].append(metrics.model_shape_error(model, s, truth, radius_mm=radius).rmse_mm)
-    return {k: np.concatenate(v) for k, v in errs.items()}
+        sweep = getattr(ds, "sweep", None)
+        idx = np.flatnonzero(np.asarray(sweep, bool)) if sweep is not None else np.arange(len(ds.label))
+        parts.append(aligned_errors(model, nets, net_images(np.asarray(ds.images)[idx]),
+                                    np.asarray(ds.shapes(model, idx)), radius))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _lfw_accuracy(cfg: Config, nets: dict) -> pd.DataFrame:

@@ -7,7 +7,7 @@
 there: :mod:`.experiments` (Tables 1-3, Figs. 6-7 and 9; chapters 7-10), :mod:`.diagram` (the
 encoder-decoder's block diagram, chapter 5), and the faces and training figures of the chapters
 that draw them. Every number a chapter shows, in a table or a
-sentence, is written by :mod:`.format`.
+sentence, is written by :mod:`disentangled_face.format`.
 """
 
 from .meshes import (DISPLAY_FACES, SKIN, display_mesh, face_scene, mesh_figure, mesh_grid, mesh_trace,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import fmt_int
+from ..format import fmt_int
 
 __all__ = ["network_blocks", "network_diagram"]
 
