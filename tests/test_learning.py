@@ -28,7 +28,7 @@ def small_run(tmp_path_factory):
         "synth.protocols": {"train": {"subjects": SUBJECTS, "images_per_subject": IMAGES}},
         "train": {"val_fraction": 1 / IMAGES, "num_threads": 1, "batch_size": 32,
                   "phase1": {"epochs": 8, "warmup_steps": 20},
-                  "phase3": {"epochs": 2, "epochs_after_switch": 1},
+                  "phase3": {"epochs": 4, "epochs_after_switch": 2},
                   "texture": {"epochs": 8, "warmup_steps": 20}}})
     data = T.training_data(cfg, progress=False)
     trained = T.train_pipeline(cfg, data=data, progress=False)
