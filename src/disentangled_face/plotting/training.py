@@ -116,14 +116,15 @@ def sweep_figure(sweep):
     from plotly.subplots import make_subplots
 
     x = [f"{v:g}" for v in sweep.lambda_r]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["3D error on held-out images (mm)",
-                                                        "identification accuracy (held-out images)"])
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["3D error on held-out images, mm", "identification of held-out images, %"])
+    acc = 100 * sweep.acc
     fig.add_trace(go.Scatter(x=x, y=sweep.rmse_mm, mode="lines+markers", name="RMSE, full shape"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=sweep.rmse_id_mm, mode="lines+markers", name="RMSE, identity part"), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=sweep.acc, mode="lines+markers", name="top-1 accuracy"), 1, 2)
+    fig.add_trace(go.Scatter(x=x, y=acc, mode="lines+markers", name="top-1 accuracy"), 1, 2)
     hi = [go.Scatter(x=[x[0]], y=[sweep.rmse_mm.iloc[0]], mode="markers", marker=dict(size=16, color="black",
                      symbol="circle-open"), showlegend=False),
-          go.Scatter(x=[x[0]], y=[sweep.acc.iloc[0]], mode="markers", marker=dict(size=16, color="black",
+          go.Scatter(x=[x[0]], y=[acc.iloc[0]], mode="markers", marker=dict(size=16, color="black",
                      symbol="circle-open"), showlegend=False)]
     fig.add_trace(hi[0], 1, 1)
     fig.add_trace(hi[1], 1, 2)
@@ -133,11 +134,14 @@ def sweep_figure(sweep):
                  f"accuracy {100 * r.acc:.1f} %")
         steps.append(dict(method="update", label=x[i],
                           args=[{"x": [x, x, x, [x[i]], [x[i]]],
-                                 "y": [sweep.rmse_mm, sweep.rmse_id_mm, sweep.acc, [r.rmse_mm], [r.acc]]},
+                                 "y": [sweep.rmse_mm, sweep.rmse_id_mm, acc, [r.rmse_mm], [100 * r.acc]]},
                                 {"title": title}]))
     fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="λ_R = "), pad=dict(t=40))],
-                      title=steps[0]["args"][1]["title"], height=430)
+                      title=steps[0]["args"][1]["title"], height=460, margin=dict(t=100))
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(title_text="λ_R", type="category")
+    fig.update_yaxes(title_text="mm", row=1, col=1)
+    fig.update_yaxes(title_text="%", row=1, col=2)
     return fig
 
 
