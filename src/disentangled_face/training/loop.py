@@ -92,12 +92,11 @@ class _Run:
                 truncate_csv(files.epochs, self.epoch - 1, key="epoch")
         else:
             self.prepared = self.phase.prepare(self.net, self.dataset, self.pcfg)
-            if rank != 0:
-                return
-            files.run_dir.mkdir(parents=True, exist_ok=True)
-            for pth in (files.steps, files.epochs):
-                if pth.exists():
-                    pth.unlink()
+            if rank == 0:
+                files.run_dir.mkdir(parents=True, exist_ok=True)
+                for pth in (files.steps, files.epochs):
+                    if pth.exists():
+                        pth.unlink()
         self.step_module.lambda_r = self.switch.lambda_r
 
     def wrap(self, dataset: Dataset) -> None:
