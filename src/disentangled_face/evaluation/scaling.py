@@ -20,7 +20,7 @@ import torch
 
 from ..config import Config, with_overrides
 from ..methods import METHODS
-from ..networks.inference import encode, reconstruct
+from ..networks.inference import alpha_from_images, encode, reconstruct
 from ..training import train_pipeline, training_data
 from . import metrics
 from .cache import load_morphable, load_set, net_images
@@ -104,11 +104,9 @@ def _lfw_accuracy(cfg: Config, nets: dict) -> pd.DataFrame:
     x = net_images(np.asarray(ds.images))
     feats = {}
     for name in SCALING_METHODS:
-        m = METHODS[name]
-        c_id, _ = encode(nets[m.phase], x)
-        if m.feature == "alpha_id":
-            c_id = nets[m.phase].scaler.from_code(torch.as_tensor(c_id), torch.zeros(len(c_id), nets[m.phase].n_exp))[0].numpy()
-        feats[name] = c_id
+        m = METHODS[name]  # alpha_id: the codes unscaled (chapter 8's 3DMM-CNN-like feature); c_id as it is
+        net = nets[m.phase]
+        feats[name] = alpha_from_images(net, x)[0] if m.feature == "alpha_id" else encode(net, x)[0]
     vt = verification_table(feats, np.asarray(ds.pairs), np.asarray(ds.same, bool), np.asarray(ds.fold),
                             far_targets=tuple(cfg.experiments.far_targets), protocol="lfw-like")
     return pd.DataFrame({n: 100 * np.asarray(vt.results[n].per_fold["accuracy"]) for n in SCALING_METHODS})
