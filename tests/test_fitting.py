@@ -186,6 +186,21 @@ def test_batched_equals_per_subject_and_is_deterministic(ict):
                                atol=1e-6)
 
 
+def test_worker_processes_give_the_same_fit(ict):
+    """targets.workers: chunks fitted in spawned processes equal the one-process fit exactly."""
+    m = ict.subset(30, 20)
+    syn = fitting.simulate_landmarks(m, n_subjects=4, n_images=3, noise_px=0.5, seed=5)
+    kw = dict(max_iter=4, joint_iters=2, dtype="float64", **FAST)
+    one = fitting.fit_subjects(m, syn.landmarks, syn.label, chunk=1, **kw)
+    two = fitting.fit_subjects(m, syn.landmarks, syn.label, chunk=1, workers=2, **kw)
+    for key in ("alpha_id", "alpha_exp", "R", "f", "t", "rmse_px", "subject_n_iter"):
+        np.testing.assert_array_equal(getattr(two, key), getattr(one, key), err_msg=key)
+    np.testing.assert_array_equal(two.objective, one.objective)
+    single = fitting.fit_subjects(m, syn.landmarks, None, workers=2, **kw)  # 12 images, 3 per chunk
+    np.testing.assert_allclose(single.alpha_id, fitting.fit_subjects(m, syn.landmarks, None, **kw).alpha_id,
+                               atol=1e-9)
+
+
 def test_float32_matches_float64(ict):
     syn = fitting.simulate_landmarks(ict, n_subjects=2, n_images=4, noise_px=0.5, seed=4)
     a = fitting.fit_subjects(ict, syn.landmarks, syn.label, dtype="float32", **FAST)

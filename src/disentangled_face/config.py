@@ -268,9 +268,12 @@ class TargetsConfig(_Section):
     """``targets:``: building the training targets (the ``train`` protocol fitted, Sec. 3.3.2).
 
     ``chunk``: subjects fitted per batch (memory only; the targets do not depend on it).
+    ``workers``: processes fitting chunks in parallel, for the targets and for the test sets'
+    single-image fits (speed only; results do not depend on it; null: 1).
     """
 
     chunk: Optional[int] = Field(None, ge=1)
+    workers: Optional[int] = Field(None, ge=1)
 
 
 class LandmarksConfig(_Section):
@@ -652,7 +655,22 @@ def _set_dotted(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {key!r}: {part} is not a section")
             node = nxt
-        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        old = node.get(parts[-1])
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            node[parts[-1]] = _merged(old, value)  # a mapping changes only the keys it names
+        else:
+            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _merged(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied key by key, recursively into nested sections."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
     return out
 
 
@@ -678,6 +696,10 @@ def load_config(profile: str | os.PathLike = "book", overrides: Mapping[str, Any
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """A copy of ``cfg`` with dotted keys changed and validated again (``{"train.seed": 1}``).
+
+    A mapping value changes only the keys it names and keeps the others
+    (``{"train": {"phase1": {"epochs": 8}}}`` keeps phase1's learning rate and every other
+    ``train`` key); any other value (a number, a string, a list) replaces the old one.
 
     Raises
     ------

@@ -193,6 +193,30 @@ class FaceImageDataset(Dataset):
         item.update({key: torch.from_numpy(np.asarray(v[k])) for key, v in self.extra.items()})
         return item
 
+    def subset(self, positions: Sequence[int]) -> "FaceImageDataset":
+        """The items at ``positions`` (of this dataset, in that order) as a dataset of the same kind.
+
+        Raises
+        ------
+        ValueError
+            When a position is out of range.
+        """
+        import copy  # noqa: PLC0415
+
+        pos = np.asarray(positions, np.int64).reshape(-1)
+        if pos.size and (pos.min() < 0 or pos.max() >= len(self)):
+            raise ValueError(f"positions must lie in [0, {len(self)}), got [{pos.min()}, {pos.max()}]")
+        out = copy.copy(self)
+        out._h5, out._pid = None, None
+        out.rows = self.rows[pos]
+        if self.images is not None:
+            out.images = self.images[torch.from_numpy(pos)]
+        for key in ("labels", "alpha_id", "alpha_exp", "landmarks"):
+            value = getattr(self, key)
+            setattr(out, key, None if value is None else value[pos])
+        out.extra = {k: np.ascontiguousarray(v[pos]) for k, v in self.extra.items()}
+        return out
+
     def codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All ``(alpha_id (N, k_id), alpha_exp (N, k_exp), labels (N,))`` of the items, float32 / int64.
 

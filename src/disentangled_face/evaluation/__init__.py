@@ -53,6 +53,7 @@ from .power import min_detectable_difference, paired_mde, t_test_power
 from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
 from .speed import speed_table, time_per_image
+from .standing import standing, standing_markdown
 from .verification import VerificationTable, sequence_features, verification_table
 
 __all__ = [
@@ -66,5 +67,5 @@ __all__ = [
     "run_reconstruction", "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all",
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
     "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
-    "SCALING_METHODS", "aligned_errors", "held_out_aligned",
+    "SCALING_METHODS", "aligned_errors", "held_out_aligned", "standing", "standing_markdown",
 ]

@@ -174,7 +174,7 @@ def fit_codes(cfg: Config, protocol: str) -> dict:
         return _load_npz(path)
     ds = load_set(cfg, protocol)
     fit = fitting.fit_subjects(load_morphable(cfg), np.asarray(ds.landmarks), labels=None, options=cfg.fitting,
-                               **fit_overrides(cfg.experiments))
+                               workers=cfg.targets.workers, **fit_overrides(cfg.experiments))
     out = {"fit_alpha_id": np.asarray(fit.alpha_id), "fit_alpha_exp": np.asarray(fit.alpha_exp)}
     _save_npz(path, out)
     return out

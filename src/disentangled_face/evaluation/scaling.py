@@ -21,7 +21,7 @@ import torch
 from ..config import Config, with_overrides
 from ..methods import METHODS
 from ..networks.inference import alpha_from_images, encode, reconstruct
-from ..training import train_pipeline, training_data
+from ..training import TrainingData, first_subjects, train_pipeline, training_data
 from . import metrics
 from .cache import load_morphable, load_set, net_images
 from .verification import verification_table
@@ -112,7 +112,8 @@ def _lfw_accuracy(cfg: Config, nets: dict) -> pd.DataFrame:
     return pd.DataFrame({n: 100 * np.asarray(vt.results[n].per_fold["accuracy"]) for n in SCALING_METHODS})
 
 
-def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False) -> pd.DataFrame:
+def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False,
+                  data: TrainingData | None = None) -> pd.DataFrame:
     """Held-out 3D error and lfw-like accuracy of the two encoders against the training identities.
 
     Parameters
@@ -121,6 +122,12 @@ def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False) -> 
         The profile (chapter 6's); each size ``S`` trains with ``train.subjects = S``.
     sizes : sequence of int
         Numbers of training subjects, each >= 2 and at most the ``train`` protocol's.
+    progress : bool
+        Progress bars while loading and training.
+    data : TrainingData, optional
+        The profile's whole population (what ``training_data(cfg)`` returns, e.g. chapter 6's),
+        reused for every size through :func:`~disentangled_face.training.first_subjects`
+        instead of loading it again per size.
 
     Returns
     -------
@@ -134,24 +141,28 @@ def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False) -> 
     Raises
     ------
     ValueError
-        On an empty ``sizes`` or a size outside ``[2, subjects of the train protocol]``.
+        On an empty ``sizes``, a size outside ``[2, subjects of the train protocol]``, or a
+        ``data`` that is not the profile's whole population.
     """
     if not len(sizes):
         raise ValueError("sizes must name at least one number of training subjects")
     total = cfg.synth.protocols.train.subjects
+    if data is not None and (data.n_subjects != total or cfg.train.subjects not in (None, total)):
+        raise ValueError(f"data must hold the profile's whole train population ({total} subjects), "
+                         f"got {data.n_subjects}")
     model = load_morphable(cfg)
     rows = []
     for S in sorted(int(s) for s in sizes):
         if not 2 <= S <= total:
             raise ValueError(f"each size must lie in [2, {total}] (the train protocol's subjects), got {S}")
         run = cfg if S == total else with_overrides(cfg, {"train.subjects": S})
-        data = training_data(run, progress=progress)
-        tm = train_pipeline(run, data=data, phases=("phase1", "phase2", "phase3"), progress=progress)
+        sub = training_data(run, progress=progress) if data is None else first_subjects(data, S)
+        tm = train_pipeline(run, data=sub, phases=("phase1", "phase2", "phase3"), progress=progress)
         nets = {p: tm.load(p) for p in ("phase1", "phase3")}
         errs, acc = _unseen_errors(run, model, nets), _lfw_accuracy(run, nets)
         for name in SCALING_METHODS:
             e = errs[name]
-            rows.append({"subjects": S, "method": name, "images": len(data.train), "rmse_mm": float(e.mean()),
+            rows.append({"subjects": S, "method": name, "images": len(sub.train), "rmse_mm": float(e.mean()),
                          "rmse_se_mm": float(e.std(ddof=1) / np.sqrt(e.size)),
                          "vs_mean_face": float(e.mean() / errs["mean face"].mean()),
                          "lfw_accuracy": float(acc[name].mean()), "lfw_std": float(acc[name].std(ddof=1)),

@@ -8,6 +8,8 @@ Everything runs batched in torch over many images and subjects at once, determin
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -356,17 +358,52 @@ def fit_images(model: MorphableModel, images: Sequence[Any], options: FittingCon
     return fit_shape_and_pose(model, det.detect_many(images, face), options, **kwargs)
 
 
+_FIT_WORKER: dict[str, Any] = {}
+
+
+def _fit_worker_init(model, y, subj, opts, exp_solver) -> None:
+    """A fitting process: the landmarks and options once, one torch thread."""
+    torch.set_num_threads(1)
+    _FIT_WORKER.update(model=model, y=y, subj=subj, opts=opts, exp_solver=exp_solver)
+
+
+def _fit_worker_chunk(span: tuple[int, int]):
+    s0, s1 = span
+    w = _FIT_WORKER
+    sel = np.flatnonzero((w["subj"] >= s0) & (w["subj"] < s1))
+    return s0, sel, _run(w["model"], w["y"][sel], w["subj"][sel] - s0, s1 - s0, w["opts"], w["exp_solver"])
+
+
+def _chunk_results(model, y, subj, S, chunk, opts, exp_solver, verbose, workers):
+    """Yield ``(s0, image indices, _run result)`` per chunk of subjects, in order.
+
+    With ``workers > 1`` (and at least two chunks per process) the chunks are fitted by a pool
+    of spawned processes; each chunk runs the same code on the same inputs as in one process,
+    so the results are the same.
+    """
+    spans = [(s0, min(S, s0 + chunk)) for s0 in range(0, S, chunk)]
+    workers = max(1, min(int(workers or 1), os.cpu_count() or 1))
+    if workers > 1 and len(spans) >= 2 * workers:
+        ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ctx.Pool(workers, initializer=_fit_worker_init, initargs=(model, y, subj, opts, exp_solver)) as pool:
+            yield from pool.imap(_fit_worker_chunk, spans)
+        return
+    for s0, s1 in spans:
+        sel = np.flatnonzero((subj >= s0) & (subj < s1))
+        yield s0, sel, _run(model, y[sel], subj[sel] - s0, s1 - s0, opts, exp_solver, verbose)
+
+
 def _fit_chunks(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, chunk: int,
-                opts: FittingConfig, exp_solver: str, verbose: bool) -> tuple[dict, list, dict]:
-    """Fit ``chunk`` subjects at a time; per-image arrays, the histories and per-subject results."""
+                opts: FittingConfig, exp_solver: str, verbose: bool, workers: int | None = None
+                ) -> tuple[dict, list, dict]:
+    """Fit ``chunk`` subjects at a time (in ``workers`` processes); per-image arrays, the
+    histories and per-subject results."""
     N, k_id, k_exp = y.shape[0], model.n_id, model.n_exp
     out = dict(a_id=np.zeros((N, k_id)), a_exp=np.zeros((N, k_exp)), R=np.zeros((N, 3, 3)),
                f=np.zeros(N), t=np.zeros((N, 2)), rmse=np.zeros(N))
     per_subject = dict(a_id=np.zeros((S, k_id)), iters=np.zeros(S, np.int64), n_iter=0, converged=True, steps=[])
     hists = []
-    for s0 in range(0, S, chunk):
-        sel = np.flatnonzero((subj >= s0) & (subj < s0 + chunk))
-        r = _run(model, y[sel], subj[sel] - s0, min(chunk, S - s0), opts, exp_solver, verbose)
+    for s0, sel, r in _chunk_results(model, y, subj, S, chunk, opts, exp_solver, verbose, workers):
         out["a_id"][sel] = r["a_id"][subj[sel] - s0]
         for k in ("a_exp", "R", "f", "t", "rmse"):
             out[k][sel] = r[k]
@@ -381,8 +418,8 @@ def _fit_chunks(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, 
 
 
 def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, options: FittingConfig | None = None,
-                 *, chunk: int | None = None, exp_solver: str = "torch", verbose: bool = False,
-                 check_order: bool = True, **overrides: Any) -> SubjectsFit:
+                 *, chunk: int | None = None, workers: int | None = None, exp_solver: str = "torch",
+                 verbose: bool = False, check_order: bool = True, **overrides: Any) -> SubjectsFit:
     """Fit many subjects at once, batched in torch (the multi-image fitter per subject).
 
     Parameters
@@ -397,7 +434,11 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
         The fitter options (``cfg.fitting``); default: :class:`FittingConfig`'s defaults.
     chunk : int, optional
         Fit at most this many subjects per batch (``cfg.targets.chunk``; bounds memory, results
-        do not depend on it).
+        do not depend on it). With ``workers`` > 1 and no ``chunk``, the subjects are split
+        into four chunks per process.
+    workers : int, optional
+        Processes fitting chunks in parallel (``cfg.targets.workers``; spawned, one torch
+        thread each; results do not depend on it). Default 1: this process.
     exp_solver, verbose, check_order
         As :func:`fit_shape_and_pose`.
     **overrides
@@ -430,7 +471,10 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     subjects, subj = np.unique(labels, return_inverse=True)
     subj = subj.reshape(-1)
     S = len(subjects)
-    out, hists, sub = _fit_chunks(model, y, subj, S, S if not chunk else int(chunk), opts, exp_solver, verbose)
+    workers = max(1, int(workers or 1))
+    if not chunk:
+        chunk = S if workers == 1 else -(-S // (4 * workers))
+    out, hists, sub = _fit_chunks(model, y, subj, S, int(chunk), opts, exp_solver, verbose, workers)
     width = max(h.shape[1] for h in hists)
     hist = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1])), mode="edge") for h in hists])
     yaw, pitch, roll = camera.euler_from_rotation(out["R"])

@@ -77,7 +77,7 @@ def build_targets(cfg: Config, model: MorphableModel | None = None, overwrite: b
         return path
     ds = load_protocol(build_protocol("train", cfg.synth, model=model, progress=progress))
     fit = fit_subjects(model, np.asarray(ds.landmarks, np.float64), np.asarray(ds.label), cfg.fitting,
-                       chunk=cfg.targets.chunk)
+                       chunk=cfg.targets.chunk, workers=cfg.targets.workers)
     out = dict(index=np.arange(len(fit.label)), label=fit.label, alpha_id=fit.alpha_id.astype(np.float32),
                alpha_exp=fit.alpha_exp.astype(np.float32), R=fit.R.astype(np.float32), f=fit.f.astype(np.float32),
                t=fit.t.astype(np.float32), yaw=fit.yaw, pitch=fit.pitch, roll=fit.roll, rmse_px=fit.rmse_px,

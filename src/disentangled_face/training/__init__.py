@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .checkpoints import (CHECKPOINT_FORMAT, CheckpointMismatchError, load_checkpoint, load_model, save_final,
                           seed_everything)
-from .data import TARGETS, TrainingData, split_per_subject, training_data
+from .data import TARGETS, TrainingData, first_subjects, split_per_subject, training_data
 from .distributed import ResumableSampler, amp_dtype, init_distributed, resolve_device
 from .loop import PhaseResult, train_phase
 from .phases import PHASE_OBJECTS, PHASES, Phase, PhaseStep, fit_code_scaler, get_phase
@@ -37,6 +37,6 @@ from .schedule import lr_factor, make_optimizer
 __all__ = ["PHASES", "PHASE_OBJECTS", "Phase", "PhaseStep", "get_phase", "PlateauSwitch", "train_phase",
            "PhaseResult", "lr_factor", "make_optimizer", "CHECKPOINT_FORMAT", "CheckpointMismatchError",
            "load_checkpoint", "load_model", "save_final", "seed_everything", "ResumableSampler", "amp_dtype",
-           "init_distributed", "resolve_device", "TARGETS", "TrainingData", "training_data", "split_per_subject",
+           "init_distributed", "resolve_device", "TARGETS", "TrainingData", "training_data", "first_subjects", "split_per_subject",
            "fit_code_scaler", "TrainedModels", "RunLock", "train_pipeline", "evaluate_phases", "lambda_sweep",
            "run_config", "run_hash"]

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..config import Config
 from ..data.torch_dataset import FaceImageDataset
 
-__all__ = ["TrainingData", "training_data", "split_per_subject", "TARGETS"]
+__all__ = ["TrainingData", "training_data", "first_subjects", "split_per_subject", "TARGETS"]
 
 #: What the networks regress: the 3DMM fits (the paper) or the synthetic data's true coefficients.
 TARGETS = ("fitted", "ground_truth")
@@ -48,6 +48,29 @@ class TrainingData:
     n_subjects: int
     targets: str
     protocol_path: Path
+
+
+def first_subjects(data: TrainingData, n_subjects: int) -> TrainingData:
+    """``data`` restricted to its first ``n_subjects`` subjects (labels ``0 .. n_subjects - 1``).
+
+    The same split as :func:`training_data` with ``train.subjects = n_subjects`` gives, without
+    loading and resizing the population again (the scaling study of chapter 6).
+
+    Raises
+    ------
+    ValueError
+        When ``n_subjects`` is not in ``[1, data.n_subjects]``, or a split is not a
+        :class:`~disentangled_face.data.FaceImageDataset`.
+    """
+    from ..data import FaceImageDataset
+
+    if not 1 <= int(n_subjects) <= data.n_subjects:
+        raise ValueError(f"n_subjects must lie in [1, {data.n_subjects}], got {n_subjects}")
+    if not (isinstance(data.train, FaceImageDataset) and isinstance(data.val, FaceImageDataset)):
+        raise ValueError("first_subjects needs the FaceImageDataset splits that training_data returns")
+    S = int(n_subjects)
+    train, val = (d.subset(np.flatnonzero(d.labels < S)) for d in (data.train, data.val))
+    return TrainingData(train, val, data.model, S, data.targets, data.protocol_path)
 
 
 def split_per_subject(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
