@@ -269,6 +269,78 @@ def test_obj_keeps_vertex_order_and_count_at_texture_seams(tmp_path):
         data.read_mesh(q)
 
 
+def _strip_obj(n_cols=2131, n_rows=3, seed=0):
+    """An OBJ of n_rows x n_cols = 6,393 vertices (by default) listed in a shuffled order, whose
+    triangles each carry their own texture coordinates (a seam along every edge)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(np.arange(n_cols, dtype=float), np.arange(n_rows, dtype=float)), -1).reshape(-1, 2)
+    v = np.column_stack([grid, rng.normal(0, 0.1, len(grid))])
+    perm = rng.permutation(len(v))                    # file order differs from the grid order
+    where = np.argsort(perm)                          # grid index -> file index
+    tris = []
+    for r in range(n_rows - 1):
+        for c in range(n_cols - 1):
+            a, b, d, e = r * n_cols + c, r * n_cols + c + 1, (r + 1) * n_cols + c, (r + 1) * n_cols + c + 1
+            tris += [[a, b, e], [a, e, d]]
+    tris = where[np.asarray(tris)]
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v[perm]]
+    lines += [f"vt {u:.4f} {w:.4f}" for u, w in rng.random((3 * len(tris), 2))]
+    lines += [f"f {t[0] + 1}/{3 * k + 1} {t[1] + 1}/{3 * k + 2} {t[2] + 1}/{3 * k + 3}" for k, t in enumerate(tris)]
+    return "\n".join(lines) + "\n", v[perm], tris
+
+
+def test_a_6393_vertex_obj_with_seams_keeps_its_count_and_order(tmp_path):
+    text, v, tris = _strip_obj()
+    p = tmp_path / "scan.obj"
+    p.write_text(text)
+    assert len(v) == 6393
+    got_v, got_f = data.read_mesh(p)
+    assert got_v.shape == (6393, 3)
+    np.testing.assert_allclose(got_v, v, atol=1e-6)               # the file's order
+    np.testing.assert_array_equal(got_f, tris)
+    # what trimesh alone does with that file: vertices split at the seams, order lost
+    assert len(trimesh.load(p, process=False).vertices) != 6393
+    s = data.load_scan(p, units="mm")
+    assert s.vertices.shape == (6393, 3) and s.landmarks is None and (s.units, s.scale_to_mm) == ("mm", 1.0)
+    # without landmarks the units are guessed from the extent (2,130 mm wide: fits no unit)
+    assert data.load_scan(p).units == "unknown"
+
+
+@pytest.mark.parametrize("ext", [".obj", ".ply"])
+def test_write_mesh_round_trip_keeps_vertex_order_and_count(tmp_path, ext):
+    text, v, tris = _strip_obj(n_cols=200)
+    out = data.write_mesh(tmp_path / f"out{ext}", v, tris)
+    assert out == tmp_path / f"out{ext}" and not list(tmp_path.glob(".*part"))   # atomic: no leftover
+    got_v, got_f = data.read_mesh(out)
+    assert got_v.shape == v.shape
+    np.testing.assert_allclose(got_v, v, atol=1e-9)
+    np.testing.assert_array_equal(got_f, tris)
+    with pytest.raises(ValueError, match="writes"):
+        data.write_mesh(tmp_path / "out.stl", v, tris)
+    with pytest.raises(ValueError, match="outside"):
+        data.write_mesh(tmp_path / f"bad{ext}", v, tris + len(v))
+    assert not (tmp_path / f"bad{ext}").exists()
+
+
+def test_export_shape_of_a_model_and_of_a_fit(tmp_path):
+    from disentangled_face.shape import MorphableModel
+
+    m = MorphableModel.toy(n=150, k_id=6, k_exp=3, seed=3)
+    shapes = m.shape(*m.sample(2, rng=0))                        # (2, n, 3) mm
+
+    class Fit:                                                    # anything with .shapes(model)
+        def shapes(self, model):
+            return shapes
+
+    for src, k in ((shapes[1], 0), (shapes, 1), (Fit(), 1)):
+        p = data.export_shape(tmp_path / "s.obj", src, m, index=k)
+        v, f = data.read_mesh(p)
+        np.testing.assert_allclose(v, shapes[1], atol=1e-6)
+        np.testing.assert_array_equal(f, m.triangles)
+    with pytest.raises(ValueError, match="n=150"):
+        data.export_shape(tmp_path / "s.ply", shapes[0][:10], m)
+
+
 @pytest.fixture(scope="module")
 def face68():
     from disentangled_face.shape import load_ict_facekit

@@ -267,6 +267,10 @@ def test_scan_errors_other_topology_and_missing_landmarks(toy):
     assert t.loc["exact", "overall"] == pytest.approx(0.0, abs=1e-4)
     assert t.loc["noisy", "overall"] > 0.5
     assert list(t.columns) == ["happiness", "overall"]
+    r_v = E.scan_reconstruction_errors(toy, {"noisy": bad}, scans, radius_mm=1e4, correspondence="nearest")
+    assert r.table("mean_mm").loc["noisy", "overall"] <= r_v.table("mean_mm").loc["noisy", "overall"] + 1e-9
+    with pytest.raises(ValueError, match="'surface' or 'nearest'"):
+        E.scan_reconstruction_errors(toy, {"exact": truth}, scans, correspondence="vertex")
     scans[1] = Scan3D(scans[1].vertices, scans[1].triangles, np.zeros((83, 3)), "subj")
     with pytest.raises(ValueError, match="68 iBUG landmarks"):
         E.scan_reconstruction_errors(toy, {"exact": truth}, scans)

@@ -124,6 +124,55 @@ def test_shape_error_nearest_matches_vertex_for_same_points_and_handles_other_to
         M.shape_error(dense, truth, lm_t, lm_t, centre, correspondence="vertex")
 
 
+# a flat square of side 10 mm in z = 0, two triangles; the scan points lie at known heights above it
+_FLAT_V = np.array([[0.0, 0, 0], [10, 0, 0], [10, 10, 0], [0, 10, 0]])
+_FLAT_T = np.array([[0, 1, 2], [0, 2, 3]])
+
+
+def test_surface_distance_to_a_flat_mesh_is_the_height():
+    pts = np.array([[2.0, 3.0, 1.0], [5.0, 5.0, 2.0], [7.0, 1.0, 0.5], [4.0, 6.0, -3.0], [5.0, 5.0, 0.0]])
+    heights = np.abs(pts[:, 2])
+    np.testing.assert_allclose(M.surface_distance(pts, _FLAT_V, _FLAT_T), heights, atol=1e-9)
+    # a point beside the square: the distance to its nearest edge point, here the corner (10, 10, 0)
+    assert M.surface_distance([[13.0, 14.0, 0.0]], _FLAT_V, _FLAT_T)[0] == pytest.approx(5.0)
+    # through shape_error: identical landmarks give the identity alignment; a huge crop keeps all
+    lm = _FLAT_V[[0, 1, 3]]
+    e = M.shape_error(_FLAT_V, pts, lm, lm, pts[1], radius_mm=1e3, correspondence="surface",
+                      recon_triangles=_FLAT_T)
+    assert e.mean_mm == pytest.approx(heights.mean(), abs=1e-9)
+    assert e.rmse_mm == pytest.approx(np.sqrt((heights ** 2).mean()), abs=1e-9)
+    assert e.n_kept == len(pts)
+    # the nearest *vertex* is a corner of the square: a larger distance, known in closed form
+    corner = np.min(np.linalg.norm(pts[:, None, :] - _FLAT_V[None], axis=-1), axis=1)
+    assert (corner > heights).all()
+    e_v = M.shape_error(_FLAT_V, pts, lm, lm, pts[1], radius_mm=1e3, correspondence="nearest")
+    assert e_v.mean_mm == pytest.approx(corner.mean(), abs=1e-9) and e_v.mean_mm > e.mean_mm
+    with pytest.raises(ValueError, match="recon_triangles"):
+        M.shape_error(_FLAT_V, pts, lm, lm, pts[1], radius_mm=1e3, correspondence="surface")
+    with pytest.raises(ValueError, match="outside"):
+        M.surface_distance(pts, _FLAT_V, _FLAT_T + 4)
+    with pytest.raises(ValueError, match="'surface'"):
+        M.shape_error(_FLAT_V, pts, lm, lm, pts[1], correspondence="closest")
+
+
+def test_surface_error_of_a_scan_equal_to_the_mesh_is_zero():
+    m = MorphableModel.toy(n=150, k_id=6, k_exp=3, seed=3)
+    s = m.shape(*m.sample(2, rng=0))                       # (2, n, 3) mm, a batch
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(m.n_vertices)                   # the scan lists the same points in another order
+    lm = m.landmarks_of(s)
+    e = M.shape_error(s, s[:, perm], lm, lm, s[:, m.nose_tip], radius_mm=1e4, correspondence="surface",
+                      recon_triangles=m.triangles)
+    np.testing.assert_allclose(e.mean_mm, 0.0, atol=1e-6)
+    # a denser scan: points inside the triangles are on the surface (0) but not on a vertex
+    bary = rng.dirichlet(np.ones(3), size=len(m.triangles))
+    inside = np.einsum("tk,tkd->td", bary, s[0][m.triangles])
+    e_s = M.shape_error(s[0], inside, lm[0], lm[0], s[0, m.nose_tip], radius_mm=1e4, correspondence="surface",
+                        recon_triangles=m.triangles)
+    e_n = M.shape_error(s[0], inside, lm[0], lm[0], s[0, m.nose_tip], radius_mm=1e4, correspondence="nearest")
+    assert e_s.mean_mm == pytest.approx(0.0, abs=1e-6) and e_n.mean_mm > 0.1
+
+
 def test_model_shape_error_batched_and_mismatch_raises():
     m = MorphableModel.toy(n=120, k_id=4, k_exp=2)
     a_id, a_exp = m.sample(3, rng=0)

@@ -32,7 +32,8 @@ from .generator import (IMAGE_SIZE, SPHEREFACE_REFERENCE, RenderedFaces, centrin
                         subject_codes, subject_faces)
 from .loaders import (load_bu3dfe, load_casia_webface, load_lfw_pairs, load_lfw_pairs_sklearn, load_micc, load_ytf,
                       to_network_input)
-from .scans import load_scan, read_landmarks, read_landmarks_3d, read_mesh
+from .align import FRAMINGS, AlignedFace, align_face, crop_reference
+from .scans import export_shape, load_scan, read_landmarks, read_landmarks_3d, read_mesh, write_mesh
 from .protocols import (GENERATOR_VERSION, PROTOCOLS, REAL_ANALOGUES, SUBJECT_OFFSETS, plan_protocol,
                         protocol_config, protocol_path, protocol_sizes)
 from .records import DatasetFormatError, FaceSample, Scan3D, VerificationPair, read_image
@@ -42,9 +43,11 @@ from .torch_dataset import FaceImageDataset
 
 __all__ = [
     # records and real datasets
-    "FaceSample", "VerificationPair", "Scan3D", "DatasetFormatError", "read_image", "read_mesh",
+    "FaceSample", "VerificationPair", "Scan3D", "DatasetFormatError", "read_image", "read_mesh", "write_mesh", "export_shape",
     "read_landmarks_3d", "read_landmarks", "load_scan", "load_casia_webface", "load_lfw_pairs", "load_lfw_pairs_sklearn", "load_ytf",
     "load_bu3dfe", "load_micc", "to_network_input", "FaceImageDataset",
+    # aligning a photograph to the crop
+    "FRAMINGS", "AlignedFace", "align_face", "crop_reference",
     # rendering and the generator
     "Light", "Renderer", "RendererUnavailableError", "EXPRESSIONS", "expression_vector",
     "has_expression_names", "sample_expressions", "AlbedoModel", "IMAGE_SIZE", "SPHEREFACE_REFERENCE",

@@ -27,7 +27,11 @@ MESH_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".wrl", ".glb")
 #: Landmark files :func:`read_landmarks` reads, in the order :func:`load_scan` looks for them.
 LANDMARK_EXTENSIONS = (".ljson", ".pts", ".npy", ".txt")
 
-__all__ = ["MESH_EXTENSIONS", "LANDMARK_EXTENSIONS", "read_mesh", "read_landmarks", "read_landmarks_3d", "load_scan"]
+#: Formats :func:`write_mesh` writes.
+WRITE_EXTENSIONS = (".obj", ".ply")
+
+__all__ = ["MESH_EXTENSIONS", "LANDMARK_EXTENSIONS", "WRITE_EXTENSIONS", "read_mesh", "write_mesh", "export_shape",
+           "read_landmarks", "read_landmarks_3d", "load_scan"]
 
 
 def read_landmarks_3d(path: str | os.PathLike) -> np.ndarray:
@@ -127,6 +131,89 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if len(f) == 0:
         raise DatasetFormatError(f"{path}: the mesh has no triangles")
     return v, f
+
+
+def write_mesh(path: str | os.PathLike, vertices, triangles) -> Path:
+    """Write a triangle mesh as OBJ or PLY (from the suffix) through trimesh, atomically.
+
+    The mesh is built with ``trimesh.Trimesh(vertices, triangles, process=False)`` (no vertex
+    merging, reordering or removal of unreferenced vertices) and written by
+    ``trimesh.exchange.export.export_mesh`` (OBJ: ``v`` and ``f`` lines only, no normals or
+    texture; PLY: binary, float64 vertices) to a temporary file beside ``path`` that replaces
+    ``path`` only once complete (:func:`disentangled_face.paths.atomic_path`). Reading it back
+    with :func:`read_mesh` gives the same vertices, in the same order and count.
+
+    Parameters
+    ----------
+    path : path ending in ``.obj`` or ``.ply``
+    vertices : array_like, shape (n, 3)
+        mm for the package's shapes (written as given; OBJ and PLY carry no unit).
+    triangles : array_like, shape (m, 3), int, 0-based (e.g. ``model.triangles``)
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        Another suffix, wrong shapes, non-finite vertices or indices outside ``0..n-1``.
+    """
+    import trimesh
+
+    from ..paths import atomic_path
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise ValueError(f"{path}: write_mesh writes {WRITE_EXTENSIONS}, got {ext!r}")
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(triangles)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise ValueError(f"vertices must have shape (n, 3), got {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("vertices must be finite (found NaN or inf)")
+    if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
+        raise ValueError(f"triangles must be integer indices of shape (m, 3), got {f.dtype} {f.shape}")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"triangles index vertices outside 0..{len(v) - 1}")
+    mesh = trimesh.Trimesh(v, f.astype(np.int64), process=False, validate=False)
+    kw = dict(include_normals=False, include_color=False, include_texture=False, digits=10) if ext == ".obj" \
+        else dict(encoding="binary", include_attributes=False)
+    with atomic_path(path, suffix=ext) as tmp:
+        mesh.export(tmp, file_type=ext[1:], **kw)
+    return path
+
+
+def export_shape(path: str | os.PathLike, shape, model, index: int = 0) -> Path:
+    """Write a fit or a reconstruction of ``model``'s topology as OBJ or PLY (:func:`write_mesh`).
+
+    Parameters
+    ----------
+    path : path ending in ``.obj`` or ``.ply``
+    shape : ndarray (n, 3) or (B, n, 3), mm, or a fit
+        A reconstruction (``evaluation.reconstruct``), a shape of ``model.shape``, or a fit
+        result with ``.shapes(model)`` (``fitting.fit_single_image``, ``fitting.fit_subjects``).
+    model : MorphableModel
+        Gives the triangles (``model.triangles``).
+    index : int
+        Which shape of a batch (or of a fit's images).
+
+    Raises
+    ------
+    ValueError
+        When the shape does not have the model's n vertices, or as :func:`write_mesh`.
+    IndexError
+        ``index`` out of range.
+    """
+    s = shape.shapes(model) if hasattr(shape, "shapes") else shape
+    s = np.asarray(s, np.float64)
+    if s.ndim == 3:
+        s = s[index]
+    if s.shape != (model.n_vertices, 3):
+        raise ValueError(f"shape must be (n, 3) or (B, n, 3) with n={model.n_vertices} (the model's), got {s.shape}")
+    return write_mesh(path, s, model.triangles)
 
 
 # ----------------------------------------------------------------------------- landmark files

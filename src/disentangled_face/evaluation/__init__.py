@@ -14,7 +14,8 @@
   :func:`run_learned_bases`, :func:`run_all`; every method's outputs come from :mod:`.cache`
   (:func:`method_outputs`), cached under ``data/experiments/<config hash>/``;
 * running a trained network (:mod:`disentangled_face.networks.inference`): :func:`encode`, :func:`features`,
-  :func:`reconstruct`, :func:`alpha_from_images`, :func:`evaluate`;
+  :func:`reconstruct`, :func:`alpha_from_images`, :func:`evaluate`; on a photograph,
+  :func:`reconstruct_photo` (:mod:`.photos`: 5-point alignment to the crop, then the network);
 * :mod:`.metrics` (Sec. 4.1-4.2), :mod:`.paper_results` (the published numbers) and
   :func:`record_chapter` (:mod:`.results`).
 
@@ -49,6 +50,7 @@ from ..methods import (FUSIONS, METHODS, PAPER_ONLY, Method, method, method_for_
 from .reconstruction import (METRIC_LABELS, ReconResult, error_map, reconstruction_errors, reconstruction_micc,
                              reconstruction_vs_yaw, rmse_per_expression, scan_reconstruction_errors)
 from .results import ChapterResults, record_chapter
+from .photos import PhotoReconstruction, reconstruct_photo
 from .power import min_detectable_difference, paired_mde, t_test_power
 from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
@@ -68,4 +70,5 @@ __all__ = [
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
     "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
     "SCALING_METHODS", "aligned_errors", "held_out_aligned", "standing", "standing_markdown",
+    "PhotoReconstruction", "reconstruct_photo",
 ]

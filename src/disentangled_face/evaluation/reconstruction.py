@@ -203,9 +203,14 @@ def error_map(model, recon: np.ndarray, truth: np.ndarray, radius_mm: float = me
 
 def scan_reconstruction_errors(model, recon: Mapping[str, np.ndarray], scans: Sequence, landmarks68=None,
                                groups: Sequence | None = None, group_name: str = "expression",
-                               radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+                               radius_mm: float = metrics.CROP_RADIUS_MM, correspondence: str = "surface"
+                               ) -> ReconResult:
     """Sec. 4.1 errors against real 3D scans (BU-3DFE, MICC): another topology, so each kept
-    scan vertex is compared with the nearest aligned reconstructed point (cKDTree).
+    scan vertex is compared with the nearest point of the aligned reconstruction's surface
+    (``correspondence="surface"``, the NoW benchmark's scan-to-mesh direction,
+    :func:`trimesh.proximity.closest_point`) or with its nearest vertex (``"nearest"``,
+    cKDTree). The alignment is one Umeyama similarity on the 68 landmarks (no reflection, no
+    ICP-like refinement as NoW has; see :mod:`.metrics.shape_error`).
 
     Parameters
     ----------
@@ -221,12 +226,18 @@ def scan_reconstruction_errors(model, recon: Mapping[str, np.ndarray], scans: Se
         The nose tip is landmark 31 (index 30).
     groups : sequence (N,), optional
         Default: each scan's ``expression``.
+    correspondence : {"surface", "nearest"}
+        Scan vertex to reconstructed surface (triangles ``model.triangles``) or to the
+        nearest reconstructed vertex.
 
     Raises
     ------
     ValueError
-        When a scan has no 68 landmarks and none are given, or the counts differ.
+        When a scan has no 68 landmarks and none are given, the counts differ, or
+        ``correspondence`` is neither.
     """
+    if correspondence not in ("surface", "nearest"):
+        raise ValueError(f"correspondence must be 'surface' or 'nearest' for scans, got {correspondence!r}")
     scans = list(scans)
     lms = []
     for i, sc in enumerate(scans):
@@ -245,7 +256,8 @@ def scan_reconstruction_errors(model, recon: Mapping[str, np.ndarray], scans: Se
         rows = []
         for i, sc in enumerate(scans):
             e = metrics.shape_error(r[i], sc.vertices, model.landmarks_of(r[i]), lms[i], lms[i][NOSE_TIP_LANDMARK],
-                                    radius_mm=radius_mm, correspondence="nearest")
+                                    radius_mm=radius_mm, correspondence=correspondence,
+                                    recon_triangles=model.triangles if correspondence == "surface" else None)
             rows.append(e.as_dict())
         f = pd.DataFrame(rows)
         f.insert(0, "group", groups)

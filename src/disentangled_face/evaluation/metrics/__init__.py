@@ -30,12 +30,12 @@ re-exported here: ``from disentangled_face.evaluation import metrics; metrics.ee
 
 from .fusion import fuse_scores, zscore_apply, zscore_params
 from ...shape.procrustes import apply_similarity, similarity_procrustes
-from .shape_error import CROP_RADIUS_MM, ShapeError, model_shape_error, shape_error
+from .shape_error import CROP_RADIUS_MM, ShapeError, model_shape_error, shape_error, surface_distance
 from .verification import (VerificationResult, auc, best_accuracy_threshold, check_features, cosine_similarity,
                            eer, pair_scores, roc, tar_at_far, verification)
 
 __all__ = [
-    "similarity_procrustes", "apply_similarity", "ShapeError", "shape_error", "model_shape_error",
+    "similarity_procrustes", "apply_similarity", "ShapeError", "shape_error", "surface_distance", "model_shape_error",
     "check_features", "cosine_similarity", "pair_scores", "roc", "eer", "auc",
     "zscore_params", "zscore_apply", "fuse_scores", "tar_at_far", "best_accuracy_threshold",
     "VerificationResult", "verification", "CROP_RADIUS_MM",
