@@ -361,7 +361,7 @@ def _columns_claim(r: ReconResult | None, rival: str, metric: str, unit: str) ->
     k = len(t)
     cols = lambda idx: ", ".join(f"{m}°" for m in idx) or "none"  # noqa: E731
     ev = (f"Pooling ±yaw as the paper does, Proposed's mean {METRIC_LABELS[metric]} is lower than {rival}'s in "
-          f"{int(lower.sum())} of {k} |yaw| columns (higher at: {cols(worse.index)}) and significantly lower in "
+          f"{int(lower.sum())} of {k} |yaw| columns (not lower at: {cols(worse.index)}) and significantly lower in "
           f"{held} of {k} (paired Wilcoxon per column, Holm-adjusted over the {k} columns, α = {ALPHA:g}); "
           f"Avg. over columns {_mm(t['Proposed'].mean(), unit)} against {_mm(t[rival].mean(), unit)}; "
           + (f"largest column p-value: {_p(pv)}" if ok
