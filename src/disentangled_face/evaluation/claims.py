@@ -359,9 +359,9 @@ def _columns_claim(r: ReconResult | None, rival: str, metric: str, unit: str) ->
     else:
         ok, pv = False, float(worse["p Holm"].min())
     k = len(t)
-    cols = lambda idx: ", ".join(f"{m}°" for m in idx) or "none"  # noqa: E731
+    where = f" (not lower at: {', '.join(f'{m}°' for m in worse.index)})" if len(worse) else ""
     ev = (f"Pooling ±yaw as the paper does, Proposed's mean {METRIC_LABELS[metric]} is lower than {rival}'s in "
-          f"{int(lower.sum())} of {k} |yaw| columns (not lower at: {cols(worse.index)}) and significantly lower in "
+          f"{int(lower.sum())} of {k} |yaw| columns{where} and significantly lower in "
           f"{held} of {k} (paired Wilcoxon per column, Holm-adjusted over the {k} columns, α = {ALPHA:g}); "
           f"Avg. over columns {_mm(t['Proposed'].mean(), unit)} against {_mm(t[rival].mean(), unit)}; "
           + (f"largest column p-value: {_p(pv)}" if ok
@@ -395,7 +395,8 @@ def _slope_claim(r: ReconResult | None, rival: str, metric: str, unit: str) -> C
     ok = bool(a.mean() < b.mean())
     ev = (f"Mean per-subject slope of {METRIC_LABELS[metric]} on |yaw|: Proposed {fmt_num(a.mean())}, {rival} "
           f"{fmt_num(b.mean())} {su}; Proposed's is the smaller for {int((a < b).sum())} of {a.size} subjects "
-          f"(paired Wilcoxon signed-rank over subjects, {_p(pv)}{_noise(pv)}; {_detects(mde, su, 'a mean slope difference')}).")
+          f"(paired Wilcoxon signed-rank over subjects, {_p(pv)}{_noise(pv)}; "
+          f"{_detects(mde, su, 'a mean slope difference')}).")
     return Claim(text, ok, ev, p_value=pv, detectable=mde, unit=su, paper=paper, test=test)
 
 
