@@ -146,77 +146,6 @@ def test_learned_bases_stats(toy):
     assert same["magnitude"][("residual", "Phase III")].shape == (3, 150)
 
 
-def _fake_results(toy, proposed_better: bool):
-    a_id, a_exp, truth, good, bad = _recon_setup(toy)
-    p, q = (good, bad) if proposed_better else (bad, good)
-    expr = np.array(["happy", "sad", "fear"] * 4)
-    yaw = np.repeat([-30, 0, 30], 4)
-    ident = toy.identity_shape(a_id)
-    res = {
-        "yaw": E.reconstruction_vs_yaw(toy, {"3DMM fitting": bad, "3DMM-CNN-like": q, "Proposed": p}, truth, yaw),
-        "micc": E.reconstruction_micc(toy, {"3DMM-CNN-like": q, "Proposed": p}, truth),
-        "expression": E.rmse_per_expression(toy, {"3DMM-CNN-like": q, "Proposed": p}, truth, expr),
-        # identity components: exact (flat error across expressions) or leaking the expression
-        "expression_identity": E.rmse_per_expression(
-            toy, {"3DMM-CNN-like": ident + (truth - ident if proposed_better else 0),
-                  "Proposed": ident + (0 if proposed_better else truth - ident)}, ident, expr),
-    }
-    Fg, label, pairs, same, folds = _features(noise=0.2)
-    Fw, *_ = _features(noise=1.5, seed=1)
-    a, b = (Fg, Fw) if proposed_better else (Fw, Fg)
-    res["lfw"] = E.verification_table({"texture": Fw, "3DMM-CNN-like": b, "Proposed": a}, pairs, same, folds)
-    b_id, b_res = toy.id_basis, toy.exp_basis
-    rng = np.random.default_rng(9)
-    off = rng.normal(size=b_id.shape)  # a Phase III decoder with energy outside the 3DMM span
-    res["bases"] = E.learned_bases((b_id, b_res), (b_id + (off if proposed_better else 0 * off), b_res), model=toy)
-    res["speed"] = pd.DataFrame({"ms/image": {"Proposed": 1.0 if proposed_better else 50.0, "3DMM fitting": 10.0},
-                                 "device": {"Proposed": "cpu", "3DMM fitting": "cpu"}})
-    return res
-
-
-def test_claims_flip_when_numbers_flip(toy):
-    good = E.claims(_fake_results(toy, True))
-    bad = E.claims(_fake_results(toy, False))
-    assert [c.claim for c in good] == [c.claim for c in bad]
-    by = {c.claim: (c.supported, d.supported) for c, d in zip(good, bad)}
-    flips = [k for k, (s1, s2) in by.items() if s1 is True and s2 is False]
-    # every evaluated reconstruction, recognition and speed claim flips
-    assert len(flips) >= 8, by
-    # YTF was not given: not evaluated, said so
-    ytf = [c for c in good if "YTF" in c.claim]
-    assert ytf and all(c.supported is None for c in ytf)
-    # evidence sentences carry the computed numbers
-    overall = _fake_results(toy, True)["yaw"].table()["overall"]["Proposed"]
-    assert f"{overall:.3g}" in good[0].evidence
-    assert E.claims_frame(good).shape == (len(good), 7)
-    # clear differences: every tested claim is significant, so no verdict is "inconclusive"
-    tested = [c for c in good if c.p_value is not None]
-    assert len(tested) == 7 and all(c.p_value < E.ALPHA for c in tested), [(c.claim, c.p_value) for c in tested]
-    assert sum(c.verdict() == "not supported" and c.p_value is not None for c in bad) == 5
-    assert {c.verdict() for c in good if c.supported is not None} == {"supported"}
-    assert "p = " in good[0].evidence
-    assert {c.topic for c in good} == {"reconstruction", "recognition", "bases", "speed"}
-
-
-def test_claims_inconclusive_when_difference_is_noise(toy):
-    a_id, a_exp, truth, good, bad = _recon_setup(toy)
-    yaw = np.repeat([-30, 0, 30], 4)
-    # identical reconstructions: every paired difference is 0 -> p = 1 -> inconclusive
-    same = {"yaw": E.reconstruction_vs_yaw(toy, {"3DMM fitting": good, "3DMM-CNN-like": good, "Proposed": good},
-                                           truth, yaw)}
-    F, label, pairs, s, folds = _features(noise=0.5)
-    same["lfw"] = E.verification_table({"texture": F, "3DMM-CNN-like": F, "Proposed": F}, pairs, s, folds)
-    cl = [c for c in E.claims(same) if c.p_value is not None]
-    assert len(cl) == 4
-    for c in cl:
-        assert c.p_value == pytest.approx(1.0)
-        assert c.verdict() == "inconclusive" and "within noise" in c.evidence
-    # the tests themselves, on hand-checkable cases
-    assert E.paired_test(np.arange(1.0, 9.0), np.zeros(8)) == pytest.approx(2 / 2**8)
-    with pytest.raises(ValueError, match="paired"):
-        E.paired_test(np.ones(3), np.ones(4))
-
-
 def test_pairs_per_fold_counts():
     F, label, pairs, same, folds = _features()
     vt = E.verification_table({"Proposed": F}, pairs, same, folds)
@@ -342,8 +271,9 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     assert E.cached_speed(cfg).loc["Proposed", "ms/image"] > 0
     lb = E.run_learned_bases(cfg)
     assert lb["stats"]["table"].loc["identity", "mean cosine Phase II vs III"] == pytest.approx(1.0)
-    cl = E.claims(E.run_all(cfg))
-    assert all(c.supported is not None for c in cl)
+    cl = E.claims(E.run_all(cfg))  # every claim judged, but those naming a rival the book has no run of
+    assert all(c.supported is not None for c in cl if "no 3DDFA-like run" not in c.evidence)
+    assert sum(c.supported is None for c in cl) == 1
 
 
 def test_bases_difference_figure_shows_where_phase_iii_moved_the_bases(toy):

@@ -43,7 +43,8 @@ from . import metrics, paper_results
 from .bases import learned_bases
 from .cache import (cache_dir, fit_codes, load_morphable, method_outputs, net_images, networks_fingerprint,
                     pairs_arrays, protocol_codes, sample_images, trained_networks)
-from .claims import ALPHA, Claim, claims, claims_frame, claims_markdown, paired_test
+from .claims import (ALPHA, VERDICTS, Claim, claims, claims_frame, claims_markdown, holm, paired_test,
+                     verdict_counts, yaw_columns, yaw_slopes)
 from ..networks.inference import alpha_from_images, decodes_through_3dmm, encode, evaluate, features, reconstruct
 from ..methods import (FUSIONS, METHODS, PAPER_ONLY, Method, method, method_for_phase, reconstruction_methods,
                       verification_methods)
@@ -64,6 +65,7 @@ __all__ = [
     "reconstruction_vs_yaw", "reconstruction_micc", "rmse_per_expression", "error_map",
     "scan_reconstruction_errors", "sequence_features", "VerificationTable", "verification_table",
     "time_per_image", "speed_table", "learned_bases", "Claim", "claims", "claims_frame", "claims_markdown", "ALPHA",
+    "VERDICTS", "verdict_counts", "holm", "yaw_columns", "yaw_slopes",
     "paired_test", "cache_dir", "load_morphable", "net_images", "pairs_arrays", "trained_networks",
     "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "sample_images",
     "run_reconstruction", "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all",

@@ -31,7 +31,8 @@ class ReconResult:
     ----------
     errors : DataFrame
         One row per (method, shape): ``method``, ``group``, ``paper``, ``mean_mm``,
-        ``rmse_mm``, ``n_kept`` (see :class:`metrics.ShapeError`).
+        ``rmse_mm``, ``n_kept`` (see :class:`metrics.ShapeError`), and ``subject`` when the
+        builder was given the subjects.
     group_name : str
         What the groups are ("yaw (deg)", "expression", ...).
     """
@@ -62,7 +63,8 @@ class ReconResult:
 
 
 def reconstruction_errors(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, groups: Sequence,
-                          group_name: str = "group", radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+                          group_name: str = "group", radius_mm: float = metrics.CROP_RADIUS_MM,
+                          subjects: Sequence | None = None) -> ReconResult:
     """Errors of Sec. 4.1 of each method's reconstructions against the ground truth.
 
     Parameters
@@ -75,6 +77,9 @@ def reconstruction_errors(model, recon: Mapping[str, np.ndarray], truth: np.ndar
         Ground-truth shapes, mm.
     groups : sequence (N,)
         Group of each shape (yaw angle, expression name, ...).
+    subjects : sequence (N,), optional
+        Subject of each shape; when given, ``errors`` has a ``subject`` column (the Table 1
+        slope test of :mod:`.claims` pairs the methods by subject).
 
     Returns
     -------
@@ -90,25 +95,34 @@ def reconstruction_errors(model, recon: Mapping[str, np.ndarray], truth: np.ndar
     groups = np.asarray(groups)
     if truth.ndim != 3 or groups.shape != (truth.shape[0],):
         raise ValueError(f"truth must be (N, n, 3) with groups (N,), got {truth.shape} and {groups.shape}")
+    if subjects is not None:
+        subjects = np.asarray(subjects)
+        if subjects.shape != groups.shape:
+            raise ValueError(f"subjects must be ({groups.size},), got {subjects.shape}")
     frames = []
     for name, r in recon.items():
         r = np.asarray(r, dtype=np.float64)
         if r.shape[0] != truth.shape[0]:
             raise ValueError(f"method {name!r} has {r.shape[0]} shapes, the ground truth {truth.shape[0]}")
         e = metrics.model_shape_error(model, r, truth, radius_mm=radius_mm)
-        frames.append(pd.DataFrame({"method": name, "group": groups, "paper": e.paper, "mean_mm": e.mean_mm,
-                                    "rmse_mm": e.rmse_mm, "n_kept": e.n_kept}))
+        f = pd.DataFrame({"method": name, "group": groups, "paper": e.paper, "mean_mm": e.mean_mm,
+                          "rmse_mm": e.rmse_mm, "n_kept": e.n_kept})
+        if subjects is not None:
+            f["subject"] = subjects
+        frames.append(f)
     return ReconResult(pd.concat(frames, ignore_index=True), group_name)
 
 
 def reconstruction_vs_yaw(model, recon: Mapping[str, np.ndarray], truth: np.ndarray, yaw_deg: Sequence[float],
-                          step_deg: float = 10.0, radius_mm: float = metrics.CROP_RADIUS_MM) -> ReconResult:
+                          step_deg: float = 10.0, radius_mm: float = metrics.CROP_RADIUS_MM,
+                          subjects: Sequence | None = None) -> ReconResult:
     """Table 1: reconstruction error against yaw (the bu3dfe-like sweep, -90..90 deg).
 
-    ``yaw_deg`` (N,) is rounded to the nearest multiple of ``step_deg`` to form the columns.
+    ``yaw_deg`` (N,) is rounded to the nearest multiple of ``step_deg`` to form the columns;
+    ``subjects`` (N,), optional, adds the ``subject`` column (see :func:`reconstruction_errors`).
     """
     yaw = np.round(np.asarray(yaw_deg, dtype=np.float64) / step_deg) * step_deg
-    return reconstruction_errors(model, recon, truth, yaw.astype(int), "yaw (deg)", radius_mm)
+    return reconstruction_errors(model, recon, truth, yaw.astype(int), "yaw (deg)", radius_mm, subjects)
 
 
 def pooled_yaw_table(result: ReconResult, metric: str = "rmse_mm") -> pd.DataFrame:

@@ -53,7 +53,8 @@ def _bu3dfe_results(cfg: Config, model, radius: float) -> dict[str, ReconResult]
         truth = np.asarray(ds.shapes(model, idx))
         recon = {m: outs[m]["shape"] for m in names}
         if key == "yaw":
-            res["yaw"] = reconstruction_vs_yaw(model, recon, truth, _yaw_deg(ds)[idx], radius_mm=radius)
+            res["yaw"] = reconstruction_vs_yaw(model, recon, truth, _yaw_deg(ds)[idx], radius_mm=radius,
+                                               subjects=np.asarray(ds.label)[idx])
         else:
             expr = np.asarray(ds.expression)[idx].astype(str)
             res["expression"] = rmse_per_expression(model, recon, truth, expr, radius_mm=radius)
