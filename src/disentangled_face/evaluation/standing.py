@@ -112,7 +112,9 @@ def standing_markdown(root: str | os.PathLike | None = None) -> str:
     if "verdicts" in s:
         v = s["verdicts"]
         parts.append(f"Of the paper's claims as chapter 11 tests them, {v.get('supported', 0)} are supported by "
-                     f"our runs, {v.get('not supported', 0)} are not and {v.get('inconclusive', 0)} are inconclusive.")
+                     f"our runs, {v.get('not supported', 0)} are not and {v.get('inconclusive', 0)} are inconclusive"
+                     + (f"; {v['not evaluated']} could not be evaluated (no run of the method it compares with)"
+                        if v.get("not evaluated") else "") + ".")
     if s["missing"]:
         parts.append("Not run yet in this build: " + ", ".join(f"chapter {c[:2].lstrip('0')}" for c in s["missing"]) + ".")
     return " ".join(parts)
