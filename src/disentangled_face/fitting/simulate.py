@@ -39,7 +39,7 @@ class SyntheticLandmarks(ImageParameters):
 def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, noise_px: float = 0.0,
                        yaw_deg: tuple[float, float] = (-80.0, 80.0), pitch_deg: float = 15.0,
                        roll_deg: float = 10.0, f: float = 0.5, image_size: tuple[int, int] = (112, 96),
-                       exp_scale: float = 1.0, seed: int | None = 0) -> SyntheticLandmarks:
+                       exp_scale: float = 1.0, seed: int | None = 0, jaw_landmarks: str = "fixed") -> SyntheticLandmarks:
     """Draw subjects from the model's prior and project their landmarks (Eq. 6) with known cameras.
 
     Parameters
@@ -58,6 +58,10 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     exp_scale : float
         Upper end of the expression weights drawn (:meth:`MorphableModel.sample`).
     seed : int, optional
+    jaw_landmarks : {'fixed', 'contour'}
+        The jawline landmarks 0-16: the projected fixed landmark vertices, or on the face's
+        silhouette as a detector gives them (:func:`disentangled_face.shape.contour.contour_landmarks`;
+        ``SynthConfig.jaw_landmarks``). The random draws are the same either way.
 
     Returns
     -------
@@ -66,10 +70,12 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     Raises
     ------
     ValueError
-        When ``n_subjects`` or ``n_images`` is below 1.
+        When ``n_subjects`` or ``n_images`` is below 1, or ``jaw_landmarks`` is unknown.
     """
     if n_subjects < 1 or n_images < 1:
         raise ValueError(f"n_subjects and n_images must be >= 1, got {n_subjects}, {n_images}")
+    if jaw_landmarks not in ("fixed", "contour"):
+        raise ValueError(f"jaw_landmarks must be 'fixed' or 'contour', got {jaw_landmarks!r}")
     rng = np.random.default_rng(seed)
     N = n_subjects * n_images
     a_id, _ = model.sample(n_subjects, rng)
@@ -84,9 +90,28 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     t = np.stack([w / 2 + rng.uniform(-3, 3, N), h / 2 + rng.uniform(-3, 3, N)], -1)
     pts = model.landmarks_of(model.shape(a_id[label], a_exp)).astype(np.float64)
     clean = camera.project(pts, R, fs, t)
+    if jaw_landmarks == "contour":
+        clean = _contour_clean(model, a_id[label], a_exp, R, fs, t, clean)
     noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean.copy()
     return SyntheticLandmarks(landmarks=noisy, clean=clean, label=label, alpha_id=a_id, alpha_exp=a_exp, R=R, f=fs,
                               t=t, yaw=yaw, pitch=pitch, roll=roll)
+
+
+def _contour_clean(model: MorphableModel, a_id, a_exp, R, f, t, clean: np.ndarray) -> np.ndarray:
+    """``clean`` (N, 68, 2) with the jaw landmarks on the silhouette (only the candidate
+    vertices are evaluated, not the whole meshes)."""
+    import torch
+
+    from ..shape.contour import candidate_points, contour_lines, silhouette_choice
+
+    lines = contour_lines(model)
+    P = candidate_points(model, lines, a_id, a_exp)            # (N, J, K, 3)
+    N, J, K = P.shape[:3]
+    uv = camera.project(P.reshape(N, J * K, 3), R, f, t).reshape(N, J, K, 2)
+    pos = silhouette_choice(torch.as_tensor(uv), torch.as_tensor(np.asarray(R, np.float64)), lines).numpy()
+    out = clean.copy()
+    out[:, lines.landmarks] = np.take_along_axis(uv, pos[..., None, None], 2)[:, :, 0]
+    return out
 
 
 def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
