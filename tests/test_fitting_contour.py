@@ -175,3 +175,25 @@ def test_marching_costs_little_frontal(ict, book_fitting):
             fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, book_fitting, contour=c)
         err[c] = model_shape_error(ict, ict.identity_shape(fit.subject_alpha_id), true).rmse_mm.mean()
     assert err["marching"] < err["none"] + 0.1, err
+
+
+def test_render_faces_contour_jaw(ict):
+    """The synthetic generator's ``jaw_landmarks='contour'``: same images, jaw on the silhouette."""
+    from disentangled_face.data import render_faces
+    from disentangled_face.data.render import RendererUnavailableError
+
+    yaw = np.radians([0.0, 70.0])
+    codes = np.zeros((2, ict.n_id)), np.zeros((2, ict.n_exp))
+    try:
+        a = render_faces(ict, *codes, yaw)
+    except RendererUnavailableError:
+        pytest.skip("no headless OpenGL context")
+    b = render_faces(ict, *codes, yaw, jaw_landmarks="contour")
+    np.testing.assert_array_equal(a.images, b.images)
+    S = ict.shape(*codes).astype(np.float64)
+    R = camera.rotation_from_euler(yaw, 0.0, 0.0)
+    np.testing.assert_allclose(b.landmarks_true, contour_landmarks(ict, S, R, b.scale, b.trans), atol=1e-3)
+    np.testing.assert_array_equal(a.landmarks_true[0], b.landmarks_true[0])
+    assert np.abs(a.landmarks_true[1, 10:17] - b.landmarks_true[1, 10:17]).max() > 5.0
+    with pytest.raises(ValueError, match="jaw_landmarks"):
+        render_faces(ict, *codes, yaw, jaw_landmarks="silhouette")
