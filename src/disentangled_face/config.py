@@ -21,7 +21,7 @@ need (``cfg.fitting``, ``cfg.train``); pipeline functions that combine parts tak
 >>> load_config("book", {"synth.sed": 1})
 Traceback (most recent call last):
 ...
-disentangled_face.config.ConfigError: profile 'book': synth.sed: unknown key; expected one of ['batch', 'expression', 'landmark_noise_px', 'light', 'pose', 'protocols', 'seed', 'workers']
+disentangled_face.config.ConfigError: profile 'book': synth.sed: unknown key; expected one of ['batch', 'expression', 'jaw_landmarks', 'landmark_noise_px', 'light', 'pose', 'protocols', 'seed', 'workers']
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -56,9 +56,22 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    #: Keys left out of :meth:`to_dict` (hence of every cache hash) while at their default:
+    #: options added after caches existed, so that a profile that leaves them at the default
+    #: keeps the file names it had before the option existed.
+    _omit_at_default: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists for tuples), the input of cache hashes."""
-        return self.model_dump(mode="json")
+        return _omit_defaults(self, self.model_dump(mode="json"))
+
+
+def _omit_defaults(section: "_Section", out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` without the section's ``_omit_at_default`` keys that hold their default value."""
+    for key in section._omit_at_default:
+        if key in out and getattr(section, key) == type(section).model_fields[key].default:
+            del out[key]
+    return out
 
 
 Pair = tuple[float, float]
@@ -206,10 +219,17 @@ class SynthConfig(_Section):
 
     ``batch`` (images per draw call) is part of the cache key (it can change a grey level in a
     few pixels); ``workers`` (rendering processes) does not change the data.
+    ``jaw_landmarks``: where the jawline landmarks 0-16 of the synthetic images lie: ``fixed``,
+    the projected landmark vertices; ``contour``, on the face's silhouette as a 2D detector
+    puts them (:func:`disentangled_face.shape.contour.contour_landmarks`). At ``fixed`` the key
+    is left out of the protocols' configs and cache hashes (the files of before it existed).
     """
+
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("jaw_landmarks",)
 
     seed: int = Field(2018, ge=0)
     landmark_noise_px: float = Field(0.0, ge=0)
+    jaw_landmarks: Literal["fixed", "contour"] = "fixed"
     batch: int = Field(64, ge=1)
     workers: int = Field(1, ge=1)
     pose: PoseConfig = PoseConfig()
@@ -233,7 +253,7 @@ class SynthConfig(_Section):
         if prot is None:
             raise ConfigError(f"synth.protocols.{name}: missing; the profile must give its sizes "
                               f"(e.g. subjects and images_per_subject)")
-        out = self.model_dump(mode="json", exclude={"protocols"})
+        out = _omit_defaults(self, self.model_dump(mode="json", exclude={"protocols"}))
         for key, value in prot.model_dump(mode="json", exclude_none=True).items():
             out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         out["protocol"] = name
@@ -249,8 +269,13 @@ class FittingConfig(_Section):
     ``pose_refine`` Gauss-Newton steps on (f, R, t), ``exp_iters`` projected-gradient steps and
     ``active_set_iters`` active-set iterations of the bounded expression step, ``joint_iters``
     Levenberg-Marquardt steps after the alternation (0: the paper's alternation alone),
-    ``dtype`` of the solves, ``threads`` torch CPU threads while fitting (None: torch's setting).
+    ``dtype`` of the solves, ``threads`` torch CPU threads while fitting (None: torch's setting),
+    ``contour`` the correspondence of the jaw landmarks 0-16: ``none``, fixed vertices;
+    ``marching``, re-assigned to contour vertices after every pose step (landmark marching,
+    :mod:`disentangled_face.shape.contour`; left out of the cache hashes at ``none``).
     """
+
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("contour",)
 
     lambda_id: float = Field(4.0, ge=0)
     lambda_exp: float = Field(10.0, ge=0)
@@ -262,6 +287,7 @@ class FittingConfig(_Section):
     joint_iters: int = Field(5, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
     threads: Optional[int] = Field(None, ge=1)
+    contour: Literal["none", "marching"] = "none"
 
 
 class TargetsConfig(_Section):
@@ -509,8 +535,9 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         out = self.model_dump(mode="json", exclude={"synth"})
-        out["synth"] = {**self.synth.model_dump(mode="json", exclude={"protocols"}),
+        out["synth"] = {**_omit_defaults(self.synth, self.synth.model_dump(mode="json", exclude={"protocols"})),
                         "protocols": self.synth.protocols.to_dict()}
+        out["fitting"] = self.fitting.to_dict()
         return out
 
 

@@ -81,7 +81,8 @@ class _PlanRenderer:
                            background=p["background"][idx], low_res=p["low_res"],
                            blur_sigma=p["blur_sigma"][idx], noise_std=p["noise_std"][idx],
                            landmark_noise_px=float(self.cfg["landmark_noise_px"]),
-                           rng=list(p["image_seed"][idx]), max_batch=self.max_batch)
+                           rng=list(p["image_seed"][idx]), max_batch=self.max_batch,
+                           jaw_landmarks=self.cfg.get("jaw_landmarks", "fixed"))
         return {"images": out.images, "landmarks": out.landmarks, "landmarks_true": out.landmarks_true,
                 "visible": out.visible, "scale": out.scale, "trans": out.trans}
 

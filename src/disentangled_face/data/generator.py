@@ -26,11 +26,12 @@ Generator
   points at the reference centroid, plus ``N(0, trans_std_px)``.
 * **Landmarks**: the 68 projected landmark vertices (``landmarks_true``) and a copy with
   optional Gaussian "detector" noise of ``landmark_noise_px`` (``landmarks``).
-  ``visible`` is a z-buffer test (:func:`disentangled_face.data.render.visibility`). At large yaw
-  the jawline points (0-16) remain the *projected 3D vertices* of the jaw: the far-side ones
-  are hidden behind the face (``visible`` false) and the near-side ones lie inside the face
-  rather than on its silhouette. A 2D detector instead returns the *silhouette contour*
-  there; fitters that use detected jawline points at large yaw should account for that.
+  ``visible`` is a z-buffer test (:func:`disentangled_face.data.render.visibility`). At large yaw the jawline points (0-16) remain, by default
+  (``synth.jaw_landmarks: fixed``), the *projected 3D vertices* of the jaw: the far-side ones
+  are hidden behind the face (``visible`` false) and lie inside the face's outline rather
+  than on its silhouette. A 2D detector instead returns the *silhouette contour* there:
+  ``jaw_landmarks: contour`` puts them there (:mod:`disentangled_face.shape.contour`), and
+  the fitter's ``contour: marching`` follows them.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
                  scale=None, trans=None, background=None, size: tuple[int, int] = IMAGE_SIZE,
                  low_res: tuple[int, int] | None = None, blur_sigma=0.0, noise_std=0.0,
                  landmark_noise_px: float = 0.0, rng=None, max_batch: int = 64,
-                 smooth: bool = False, trans_offset=None, shapes=None) -> RenderedFaces:
+                 smooth: bool = False, trans_offset=None, shapes=None, jaw_landmarks: str = "fixed") -> RenderedFaces:
     """Render B faces of the morphable model with the shared weak-perspective camera (Eq. 6).
 
     Parameters
@@ -227,6 +228,10 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         Smooth shading with per-vertex normals computed on the CPU, instead of per-triangle
         normals from screen-space derivatives (the default, free; at 112 x 96 a triangle
         covers about a pixel and the two look alike).
+    jaw_landmarks : {'fixed', 'contour'}
+        Jawline landmarks 0-16 at the projected fixed landmark vertices, or on the silhouette
+        as a 2D detector puts them (:func:`disentangled_face.shape.contour.contour_vertices`;
+        ``synth.jaw_landmarks``). The images are the same either way.
 
     Returns
     -------
@@ -242,7 +247,14 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     alpha_id = np.atleast_2d(np.asarray(alpha_id, np.float32))
     alpha_exp = np.atleast_2d(np.asarray(alpha_exp, np.float32))
     B = alpha_id.shape[0]
+    if jaw_landmarks not in ("fixed", "contour"):
+        raise ValueError(f"jaw_landmarks must be 'fixed' or 'contour', got {jaw_landmarks!r}")
     shapes, R, f, t, lm3 = _pose_faces(model, alpha_id, alpha_exp, yaw, pitch, roll, scale, trans, trans_offset, shapes)
+    if jaw_landmarks == "contour":   # the jaw on the silhouette (the crop still centres on the five points)
+        from ..shape.contour import contour_vertices
+
+        idx = contour_vertices(model, shapes, R, f, t)
+        lm3 = np.take_along_axis(np.asarray(shapes, np.float64), idx[..., None], 1)
     (h, w), k = _render_size(size, low_res)
     renderer = get_renderer(model, (h, w), max_batch)
     out = _rasterise(renderer, model, shapes, R, f, t, k, albedo, light, smooth)

@@ -87,6 +87,96 @@ class Fitter:
         self.dtype = dtype
         self.exp_iters, self.pose_refine, self.exp_solver = options.exp_iters, options.pose_refine, exp_solver
         self.as_iters = options.active_set_iters
+        self.lines = None
+        if getattr(options, "contour", "none") == "marching":
+            self._init_contour(model, mU, iU, eU)
+
+    # ------------------------------------------------------------ contour correspondences
+    def _init_contour(self, model: MorphableModel, mU, iU, eU) -> None:
+        """Landmark marching: the jaw landmarks get per-image vertices (``self.pos``, (N, J)
+        positions on their candidate lines). The constant landmark bases keep the other
+        landmarks (their jaw rows are zero), the jaw rows come from the per-image bases."""
+        from ..shape.contour import contour_lines
+
+        lines = contour_lines(model)
+        dt = self.dtype
+        self.lines = lines
+        self.jaw = torch.as_tensor(lines.landmarks)
+        keep = np.ones(mU.shape[0], bool)
+        keep[lines.landmarks] = False
+        iUc, eUc = iU * keep[None, :, None], eU * keep[None, :, None]
+        self.mean = torch.as_tensor(mU * keep[:, None], dtype=dt)
+        self.idb, self.exb = torch.as_tensor(iUc, dtype=dt), torch.as_tensor(eUc, dtype=dt)
+        self.Gi, self.Ge, self.Cei = _g4(iUc, iUc, dt), _g4(eUc, eUc, dt), _g4(eUc, iUc, dt)
+        V = lines.vertices
+        self.c_mean = torch.as_tensor(model.mean[V], dtype=dt)                          # (J, K, 3)
+        self.c_id = torch.as_tensor(np.moveaxis(model.id_basis[:, V], 0, 2), dtype=dt)  # (J, K, k_id, 3)
+        self.c_exp = torch.as_tensor(np.moveaxis(model.exp_basis[:, V], 0, 2), dtype=dt)
+        self.c_verts = torch.as_tensor(V)
+        N = self.y.shape[0]
+        self.pos = torch.as_tensor(lines.fixed)[None].expand(N, -1).clone()
+        self._gather()
+
+    def _gather(self) -> None:
+        """The per-image jaw bases of the current positions: (N, J, 3), (N, J, k, 3)."""
+        j = torch.arange(self.pos.shape[1])[None]
+        self.jm, self.jid, self.jexp = self.c_mean[j, self.pos], self.c_id[j, self.pos], self.c_exp[j, self.pos]
+
+    def landmark_vertices(self, model: MorphableModel) -> np.ndarray:
+        """The vertex of every landmark per image (N, L): ``model.landmarks``, jaw moved when marching."""
+        out = np.repeat(np.asarray(model.landmarks)[None], self.y.shape[0], 0).astype(np.int64)
+        if self.lines is not None:
+            j = torch.arange(self.pos.shape[1])[None]
+            out[:, self.lines.landmarks] = self.c_verts[j, self.pos].numpy()
+        return out
+
+    def update_contour(self, st: State, images: torch.Tensor | None = None) -> None:
+        """Re-assign the jaw landmarks of ``images`` (N,) bool (all when None) to contour vertices
+        for the current pose and shape (landmark marching, :func:`~disentangled_face.shape.contour.marching_choice`):
+        the outermost candidate of its line on the side facing away, the nearest to the
+        observed landmark on the other. A no-op without ``contour: marching``."""
+        if self.lines is None:
+            return
+        from ..shape.contour import marching_choice
+
+        J, K = self.c_mean.shape[:2]
+        P = (self.c_mean + torch.einsum("nk,jmkd->njmd", st.a_id[self.subj], self.c_id)
+             + torch.einsum("nk,jmkd->njmd", st.a_exp, self.c_exp))                   # (N, J, K, 3)
+        N = P.shape[0]
+        uv = project_up(P.reshape(N, J * K, 3), st.R, st.f, st.t).reshape(N, J, K, 2)
+        new = marching_choice(uv, st.R, self.y[:, self.jaw], self.lines, v_down=False)
+        self.pos = new if images is None else torch.where(images[:, None], new, self.pos)
+        self._gather()
+
+    def _basis(self, which: str):
+        """(constant landmark basis (k, L, 3), per-image jaw basis (N, J, k, 3) or None)."""
+        if which == "id":
+            return self.idb, (self.jid if self.lines is not None else None)
+        return self.exb, (self.jexp if self.lines is not None else None)
+
+    def contract(self, v: torch.Tensor, which: str) -> torch.Tensor:
+        """``sum_l B_n[:, l, :] . v[n, l, :, ...]``: (N, L, 3, ...) -> (N, k, ...) with each
+        image's landmark basis ``B_n`` of block ``which`` ('id' or 'exp')."""
+        basis, jb = self._basis(which)
+        out = torch.einsum("nld...,kld->nk...", v, basis)
+        if jb is not None:
+            out = out + torch.einsum("njd...,njkd->nk...", v[:, self.jaw], jb)
+        return out
+
+    def gram(self, st: State, a: str, b: str, per_subject: bool = False) -> torch.Tensor:
+        """``sum_l (w R_2 B_a,l)^T (w R_2 B_b,l)`` per image (N, k_a, k_b), or summed per subject."""
+        G4 = {("id", "id"): self.Gi, ("exp", "exp"): self.Ge, ("exp", "id"): self.Cei}[(a, b)]
+        Q = self.Q(st)
+        ka, kb = self._basis(a)[0].shape[0], self._basis(b)[0].shape[0]
+        if self.lines is None:
+            return self.combine(self.sum_subj(Q) if per_subject else Q, G4, ka, kb)
+        H = self.combine(Q, G4, ka, kb)
+        w = st.f / self.s
+        R2 = st.R[:, :2, :]
+        Ma = w[:, None, None, None] * torch.einsum("ned,njkd->njek", R2, self._basis(a)[1])
+        Mb = Ma if a == b else w[:, None, None, None] * torch.einsum("ned,njkd->njek", R2, self._basis(b)[1])
+        H = H + torch.einsum("njek,njel->nkl", Ma, Mb)
+        return self.sum_subj(H) if per_subject else H
 
     # ------------------------------------------------------------ shapes and the objective
     def id_part(self, a_id):
@@ -95,9 +185,24 @@ class Fitter:
     def exp_part(self, a_exp):
         return torch.einsum("nk,kld->nld", a_exp, self.exb)
 
-    def X(self, st: State):
-        """Model landmarks (N, L, 3) mm of the state."""
-        return self.mean + self.id_part(st.a_id) + self.exp_part(st.a_exp)
+    def X(self, st: State, use_id: bool = True, use_exp: bool = True):
+        """Model landmarks (N, L, 3) mm of the state (without the identity or the expression
+        part when ``use_id`` / ``use_exp`` is False); the jaw at its current contour vertices."""
+        N = self.y.shape[0]
+        X = self.mean.expand(N, *self.mean.shape)
+        if use_id:
+            X = X + self.id_part(st.a_id)
+        if use_exp:
+            X = X + self.exp_part(st.a_exp)
+        if self.lines is not None:
+            Xj = self.jm
+            if use_id:
+                Xj = Xj + torch.einsum("nk,njkd->njd", st.a_id[self.subj], self.jid)
+            if use_exp:
+                Xj = Xj + torch.einsum("nk,njkd->njd", st.a_exp, self.jexp)
+            X = X.clone()
+            X[:, self.jaw] = Xj
+        return X
 
     def data_term(self, st: State, X=None):
         X = self.X(st) if X is None else X
@@ -143,20 +248,23 @@ class Fitter:
         """``sum_de Q_de G4[d, e]`` per row of Q: (rows, k1, k2)."""
         return (Q @ G4).reshape(-1, k1, k2)
 
-    def normal(self, st: State, basis, G4, fixed_X, per_subject: bool = False):
-        """H = A^T A (N or S, k, k) and g = A^T b (N, k) of one linear block (its code excluded)."""
+    def normal(self, st: State, which: str, fixed_X, per_subject: bool = False):
+        """H = A^T A (N or S, k, k) and g = A^T b (N, k) of one linear block ('id' or 'exp',
+        its code excluded from ``fixed_X``)."""
         w, c = self.lifted(st, fixed_X)
-        Q = self.Q(st)
-        if per_subject:
-            Q = self.sum_subj(Q)
-        k = basis.shape[0]
-        g = w[:, None] * torch.einsum("nld,kld->nk", c, basis)
-        return self.combine(Q, G4, k, k), g
+        g = w[:, None] * self.contract(c, which)
+        return self.gram(st, which, which, per_subject), g
 
-    def design(self, basis, st: State, fixed_X):
+    def design(self, which: str, st: State, fixed_X):
         """Explicit A (N, 2L, k) and b (N, 2L) of a linear block (reference path only)."""
+        basis, jb = self._basis(which)
+        N = self.y.shape[0]
+        B = basis[None].expand(N, *basis.shape)
+        if jb is not None:
+            B = B.clone()
+            B[:, :, self.jaw] = jb.transpose(1, 2)
         w = (st.f / self.s)[:, None, None, None]
-        A = w * torch.einsum("kld,ned->nlek", basis, st.R[:, :2, :])
+        A = w * torch.einsum("nkld,ned->nlek", B, st.R[:, :2, :])
         b = (self.y - project_up(fixed_X, st.R, st.f, st.t)) / self.s[:, None, None]
         N, L = b.shape[:2]
         return A.reshape(N, 2 * L, -1), b.reshape(N, 2 * L)
@@ -182,13 +290,13 @@ class Fitter:
 
     def exp_step(self, st: State) -> State:
         """Per image: ridge least squares of alpha_exp, box-constrained to the blendshape range."""
-        fixed = self.mean + self.id_part(st.a_id)
-        H, g = self.normal(st, self.exb, self.Ge, fixed)
+        fixed = self.X(st, use_exp=False)
+        H, g = self.normal(st, "exp", fixed)
         H = H + self.lam_exp * torch.eye(H.shape[-1], dtype=self.dtype)
         if self.bounds is None:
             a = torch.linalg.solve(H, g)
         elif self.exp_solver == "scipy":
-            A, b = self.design(self.exb, st, fixed)
+            A, b = self.design("exp", st, fixed)
             a = torch.as_tensor(lsq_linear_ridge(A.numpy(), b.numpy(), self.lam_exp, self.bounds), dtype=self.dtype)
         else:
             a = box_ridge(H, g, st.a_exp, self.bounds[0], self.bounds[1], self.exp_iters, self.as_iters)
@@ -196,7 +304,7 @@ class Fitter:
 
     def id_step(self, st: State) -> State:
         """Per subject: ridge least squares of alpha_id jointly over all of its images."""
-        H, g = self.normal(st, self.idb, self.Gi, self.mean + self.exp_part(st.a_exp), per_subject=True)
+        H, g = self.normal(st, "id", self.X(st, use_id=False), per_subject=True)
         k = H.shape[-1]
         H = H + self.lam_id * torch.eye(k, dtype=self.dtype)
         if self.lam_id == 0:  # keep solvable for subjects with too few constraints
@@ -216,6 +324,11 @@ def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False, 
 
     A subject stops when the relative change of its E over one iteration falls below ``tol``
     (it then keeps its state while the others go on), or after ``max_iter`` iterations.
+
+    With ``contour: marching`` the jaw landmarks of every still-active image are re-assigned to
+    contour vertices after each pose step (:meth:`Fitter.update_contour`); the entry of
+    ``history`` after a pose step is E with the new correspondences, and since these change
+    the objective, E need not decrease from one iteration to the next.
 
     ``snapshots``, when a list, receives the :class:`State` after "iteration 0" (the first pose
     step, on the mean face) and after every full iteration: ``snapshots[k]`` is the state after
@@ -245,6 +358,8 @@ def alternate(fitter: Fitter, max_iter: int, tol: float, verbose: bool = False, 
                            ("identity", fitter.id_step)):
             new = step(st)
             st = new if first else fitter.merge(active, new, old)   # a converged subject keeps its state
+            if name == "pose":   # contour: marching re-assigns the jaw landmarks for the new pose
+                fitter.update_contour(st, None if first else active[fitter.subj])
             history.append(fitter.objective(st).numpy()); steps.append(name)
             if snapshots is not None and first and name == "pose":
                 snapshots.append(st)

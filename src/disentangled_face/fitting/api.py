@@ -102,6 +102,9 @@ class FitResult(ShapeAndPose):
         Only with ``keep_iterates=True``: the parameters after iteration 0 (the first pose step,
         on the mean face) and after every iteration of the alternation, ``iterates[k]`` after
         iteration ``k`` (the joint refinement's result is the fit itself).
+    landmark_vertices : ndarray (M, 68) int or None
+        The vertex each landmark was fitted to in every image: ``model.landmarks``, with the
+        jaw landmarks at their final contour vertices under ``contour: marching``.
     """
 
     objective: list
@@ -113,6 +116,7 @@ class FitResult(ShapeAndPose):
     discarded: list = field(default_factory=list)
     quality: FitQuality | None = None
     iterates: list = field(default_factory=list)
+    landmark_vertices: np.ndarray | None = None
 
 
 @dataclass
@@ -121,7 +125,8 @@ class SubjectsFit(ImageParameters):
 
     ``alpha_id`` (N, k_id) repeats each subject's shared code on its images; ``subject_alpha_id``
     (S, k_id) holds it once per subject in the order of ``subjects`` (the sorted unique
-    labels). ``objective`` (S, n_steps) is each subject's E after every step (``steps`` names
+    labels). ``landmark_vertices`` (N, 68) is the vertex each landmark was fitted to (the jaw's
+    contour vertices under ``contour: marching``). ``objective`` (S, n_steps) is each subject's E after every step (``steps`` names
     them); ``subject_n_iter`` (S,) the alternation iterations each subject ran before its
     relative change fell below ``tol``; ``n_iter`` their maximum. ``quality`` is the fit's
     :class:`~disentangled_face.fitting.quality.FitQuality` (per image in the input order, per
@@ -139,6 +144,7 @@ class SubjectsFit(ImageParameters):
     converged: bool
     subject_n_iter: np.ndarray
     quality: FitQuality | None = None
+    landmark_vertices: np.ndarray | None = None
 
     def shapes(self, model: MorphableModel, idx: Any = None) -> np.ndarray:
         """Fitted shapes of images ``idx`` (all when None), (B, n, 3) mm."""
@@ -178,7 +184,7 @@ def _run(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, opts: F
     snapshots = [] if keep_iterates else None
     st, hist, steps, n_iter, conv, sub_it, rmse = _solve(fitter, opts, verbose, snapshots)
     return dict(_arrays(st), hist=hist, steps=steps, n_iter=n_iter, converged=conv,
-                rmse=rmse.double().numpy(), subject_iters=sub_it,
+                rmse=rmse.double().numpy(), subject_iters=sub_it, vertices=fitter.landmark_vertices(model),
                 iterates=[_arrays(s) for s in snapshots or []])
 
 
@@ -249,7 +255,8 @@ def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: Fitting
     iterates = [_shape_and_pose(a) for a in r["iterates"]]
     return FitResult(**vars(_shape_and_pose(r)), objective=r["hist"][0].tolist(),
                      steps=r["steps"], n_iter=r["n_iter"], converged=r["converged"],
-                     rmse_px=r["rmse"], kept=kept, discarded=discarded, quality=quality, iterates=iterates)
+                     rmse_px=r["rmse"], kept=kept, discarded=discarded, quality=quality, iterates=iterates,
+                     landmark_vertices=r["vertices"])
 
 
 def _shape_and_pose(a: dict[str, np.ndarray]) -> ShapeAndPose:
@@ -262,7 +269,7 @@ def _quality(model: MorphableModel, y: np.ndarray, subj: np.ndarray, a_id: np.nd
              iters: np.ndarray, opts: FittingConfig, checked: bool) -> FitQuality:
     """The quality report of a fit, with one warning summarising its soft signs."""
     q = assess(model, y, subj, a_id, r["a_exp"], r["R"], r["f"], r["t"], hist, iters, opts.tol,
-               order_checked=checked and model.landmarks.shape[0] == 68)
+               order_checked=checked and model.landmarks.shape[0] == 68, vertices=r.get("vertices"))
     q.warn(stacklevel=3)
     return q
 
@@ -400,12 +407,12 @@ def _fit_chunks(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, 
     histories and per-subject results."""
     N, k_id, k_exp = y.shape[0], model.n_id, model.n_exp
     out = dict(a_id=np.zeros((N, k_id)), a_exp=np.zeros((N, k_exp)), R=np.zeros((N, 3, 3)),
-               f=np.zeros(N), t=np.zeros((N, 2)), rmse=np.zeros(N))
+               f=np.zeros(N), t=np.zeros((N, 2)), rmse=np.zeros(N), vertices=np.zeros(y.shape[:2], np.int64))
     per_subject = dict(a_id=np.zeros((S, k_id)), iters=np.zeros(S, np.int64), n_iter=0, converged=True, steps=[])
     hists = []
     for s0, sel, r in _chunk_results(model, y, subj, S, chunk, opts, exp_solver, verbose, workers):
         out["a_id"][sel] = r["a_id"][subj[sel] - s0]
-        for k in ("a_exp", "R", "f", "t", "rmse"):
+        for k in ("a_exp", "R", "f", "t", "rmse", "vertices"):
             out[k][sel] = r[k]
         per_subject["a_id"][s0:s0 + chunk] = r["a_id"]
         per_subject["iters"][s0:s0 + chunk] = r["subject_iters"]
@@ -478,10 +485,12 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     width = max(h.shape[1] for h in hists)
     hist = np.concatenate([np.pad(h, ((0, 0), (0, width - h.shape[1])), mode="edge") for h in hists])
     yaw, pitch, roll = camera.euler_from_rotation(out["R"])
-    quality = _quality(model, y, subj, sub["a_id"], dict(a_exp=out["a_exp"], R=out["R"], f=out["f"], t=out["t"]),
+    quality = _quality(model, y, subj, sub["a_id"], dict(a_exp=out["a_exp"], R=out["R"], f=out["f"], t=out["t"],
+                                                         vertices=out["vertices"]),
                        hist, sub["iters"], opts, check_order)
     return SubjectsFit(label=labels, alpha_id=out["a_id"], alpha_exp=out["a_exp"], R=out["R"], f=out["f"],
                        t=out["t"], yaw=yaw, pitch=pitch, roll=roll, rmse_px=out["rmse"], subjects=subjects,
                        subject_alpha_id=sub["a_id"], objective=hist, steps=sub["steps"], n_iter=sub["n_iter"],
-                       converged=sub["converged"], subject_n_iter=sub["iters"], quality=quality)
+                       converged=sub["converged"], subject_n_iter=sub["iters"], quality=quality,
+                       landmark_vertices=out["vertices"])
 

@@ -43,18 +43,17 @@ def _gauss_newton_system(fx: Fitter, st: State):
     cr = r @ R2                                                                   # (N,L,3)
     # blocks of J^T J (J_exp = -w P R B_exp, J_id = -w P R B_id)
     Upp = Jflat.transpose(1, 2) @ Jflat
-    Upe = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, fx.exb)
-    Q = fx.Q(st)
+    Upe = -w[:, None, None] * fx.contract(liftJ, "exp").transpose(1, 2)
     ke, kq = fx.exb.shape[0], fx.idb.shape[0]
-    Uee = fx.combine(Q, fx.Ge, ke, ke) + fx.lam_exp * torch.eye(ke, dtype=dt)
+    Uee = fx.gram(st, "exp", "exp") + fx.lam_exp * torch.eye(ke, dtype=dt)
     U = torch.cat([torch.cat([Upp, Upe], 2), torch.cat([Upe.transpose(1, 2), Uee], 2)], 1)
-    Wpi = -w[:, None, None] * torch.einsum("nldj,kld->njk", liftJ, fx.idb)
-    Wei = fx.combine(Q, fx.Cei, ke, kq)
+    Wpi = -w[:, None, None] * fx.contract(liftJ, "id").transpose(1, 2)
+    Wei = fx.gram(st, "exp", "id")
     W = torch.cat([Wpi, Wei], 1)                                                   # (N,kp,kq)
-    V = fx.combine(fx.sum_subj(Q), fx.Gi, kq, kq) + fx.lam_id * torch.eye(kq, dtype=dt)
+    V = fx.gram(st, "id", "id", per_subject=True) + fx.lam_id * torch.eye(kq, dtype=dt)
     bp = -torch.cat([Jflat.transpose(1, 2) @ r.reshape(N, 2 * L, 1),
-                     (-w[:, None] * torch.einsum("nld,kld->nk", cr, fx.exb) + fx.lam_exp * st.a_exp)[..., None]], 1)[..., 0]
-    bq = -(fx.sum_subj(-w[:, None] * torch.einsum("nld,kld->nk", cr, fx.idb)) + fx.lam_id * st.a_id)
+                     (-w[:, None] * fx.contract(cr, "exp") + fx.lam_exp * st.a_exp)[..., None]], 1)[..., 0]
+    bq = -(fx.sum_subj(-w[:, None] * fx.contract(cr, "id")) + fx.lam_id * st.a_id)
     return U, W, V, bp, bq
 
 

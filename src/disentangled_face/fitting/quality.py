@@ -299,7 +299,8 @@ def _converged(hist: np.ndarray, iters: np.ndarray, tol: float) -> np.ndarray:
 
 def assess(model: MorphableModel, landmarks2d: np.ndarray, subj: np.ndarray, alpha_id: np.ndarray,
            alpha_exp: np.ndarray, R: np.ndarray, f: np.ndarray, t: np.ndarray, hist: np.ndarray,
-           subject_iters: np.ndarray, tol: float, order_checked: bool = True, **thresholds: Any) -> FitQuality:
+           subject_iters: np.ndarray, tol: float, order_checked: bool = True, vertices: np.ndarray | None = None,
+           **thresholds: Any) -> FitQuality:
     """The :class:`FitQuality` of a fit (plain arrays; called by the public fitting functions).
 
     Parameters
@@ -314,12 +315,23 @@ def assess(model: MorphableModel, landmarks2d: np.ndarray, subj: np.ndarray, alp
     subject_iters : ndarray (S,) int
     tol : float
         The alternation's tolerance (``FittingConfig.tol``).
+    vertices : ndarray (M, L) int, optional
+        The vertex each landmark was fitted to per image (contour marching); default the
+        model's fixed landmark vertices.
     **thresholds
         ``warn_reprojection_iod``, ``warn_landmark_iod``, ``warn_alpha_sd`` (defaults: the
         module's constants).
     """
     mU, iU, eU = model.landmark_bases()
     X = (mU[None] + np.einsum("nk,kld->nld", alpha_id[subj], iU) + np.einsum("nk,kld->nld", alpha_exp, eU))
+    if vertices is not None:   # per-image vertices (contour marching): the landmarks that moved
+        V = np.asarray(vertices, np.int64)
+        moved = np.flatnonzero((V != np.asarray(model.landmarks)[None]).any(0))
+        for s0 in range(0, V.shape[0], 1024):
+            sl = slice(s0, s0 + 1024)
+            Vm = V[sl][:, moved]
+            X[sl, moved] = (model.mean[Vm] + np.einsum("nk,knld->nld", alpha_id[subj[sl]], model.id_basis[:, Vm])
+                            + np.einsum("nk,knld->nld", alpha_exp[sl], model.exp_basis[:, Vm]))
     X = X.astype(np.float64)
     res = np.linalg.norm(np.asarray(landmarks2d, np.float64) - camera.project(X, R, f, t), axis=-1)
     if X.shape[1] == 68:

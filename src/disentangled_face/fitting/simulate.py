@@ -8,6 +8,7 @@ the multi-image fit falls with the images per subject (chapter 3); :func:`shape_
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -18,7 +19,8 @@ from ..shape import MorphableModel, camera
 from ..shape.procrustes import apply_similarity, similarity_procrustes
 from .api import ImageParameters, fit_subjects
 
-__all__ = ["SyntheticLandmarks", "simulate_landmarks", "shape_rmse", "identity_error_vs_images", "shape_errors"]
+__all__ = ["SyntheticLandmarks", "simulate_landmarks", "shape_rmse", "identity_error_vs_images", "shape_errors",
+           "contour_error_vs_yaw"]
 
 
 @dataclass
@@ -39,7 +41,7 @@ class SyntheticLandmarks(ImageParameters):
 def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, noise_px: float = 0.0,
                        yaw_deg: tuple[float, float] = (-80.0, 80.0), pitch_deg: float = 15.0,
                        roll_deg: float = 10.0, f: float = 0.5, image_size: tuple[int, int] = (112, 96),
-                       exp_scale: float = 1.0, seed: int | None = 0) -> SyntheticLandmarks:
+                       exp_scale: float = 1.0, seed: int | None = 0, jaw_landmarks: str = "fixed") -> SyntheticLandmarks:
     """Draw subjects from the model's prior and project their landmarks (Eq. 6) with known cameras.
 
     Parameters
@@ -58,6 +60,10 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     exp_scale : float
         Upper end of the expression weights drawn (:meth:`MorphableModel.sample`).
     seed : int, optional
+    jaw_landmarks : {'fixed', 'contour'}
+        The jawline landmarks 0-16: the projected fixed landmark vertices, or on the face's
+        silhouette as a detector gives them (:func:`disentangled_face.shape.contour.contour_landmarks`;
+        ``SynthConfig.jaw_landmarks``). The random draws are the same either way.
 
     Returns
     -------
@@ -66,10 +72,12 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     Raises
     ------
     ValueError
-        When ``n_subjects`` or ``n_images`` is below 1.
+        When ``n_subjects`` or ``n_images`` is below 1, or ``jaw_landmarks`` is unknown.
     """
     if n_subjects < 1 or n_images < 1:
         raise ValueError(f"n_subjects and n_images must be >= 1, got {n_subjects}, {n_images}")
+    if jaw_landmarks not in ("fixed", "contour"):
+        raise ValueError(f"jaw_landmarks must be 'fixed' or 'contour', got {jaw_landmarks!r}")
     rng = np.random.default_rng(seed)
     N = n_subjects * n_images
     a_id, _ = model.sample(n_subjects, rng)
@@ -84,9 +92,28 @@ def simulate_landmarks(model: MorphableModel, n_subjects: int, n_images: int, no
     t = np.stack([w / 2 + rng.uniform(-3, 3, N), h / 2 + rng.uniform(-3, 3, N)], -1)
     pts = model.landmarks_of(model.shape(a_id[label], a_exp)).astype(np.float64)
     clean = camera.project(pts, R, fs, t)
+    if jaw_landmarks == "contour":
+        clean = _contour_clean(model, a_id[label], a_exp, R, fs, t, clean)
     noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean.copy()
     return SyntheticLandmarks(landmarks=noisy, clean=clean, label=label, alpha_id=a_id, alpha_exp=a_exp, R=R, f=fs,
                               t=t, yaw=yaw, pitch=pitch, roll=roll)
+
+
+def _contour_clean(model: MorphableModel, a_id, a_exp, R, f, t, clean: np.ndarray) -> np.ndarray:
+    """``clean`` (N, 68, 2) with the jaw landmarks on the silhouette (only the candidate
+    vertices are evaluated, not the whole meshes)."""
+    import torch
+
+    from ..shape.contour import candidate_points, contour_lines, silhouette_choice
+
+    lines = contour_lines(model)
+    P = candidate_points(model, lines, a_id, a_exp)            # (N, J, K, 3)
+    N, J, K = P.shape[:3]
+    uv = camera.project(P.reshape(N, J * K, 3), R, f, t).reshape(N, J, K, 2)
+    pos = silhouette_choice(torch.as_tensor(uv), torch.as_tensor(np.asarray(R, np.float64)), lines).numpy()
+    out = clean.copy()
+    out[:, lines.landmarks] = np.take_along_axis(uv, pos[..., None, None], 2)[:, :, 0]
+    return out
 
 
 def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
@@ -161,6 +188,54 @@ def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1
         rep.append(fit.rmse_px.mean())
     return dict(n_images=np.asarray(n_images), rmse_mesh=np.array(mesh), rmse_landmarks=np.array(lmk),
                 rmse_mesh_aligned=np.array(mesh_al), reproj_px=np.array(rep))
+
+
+def contour_error_vs_yaw(model: MorphableModel, yaw_deg: Sequence[float] = (0, 15, 30, 45, 60, 70, 80, 90),
+                        n_subjects: int = 4, seed: int = 0, options: FittingConfig | None = None,
+                        **overrides: Any) -> dict[str, np.ndarray]:
+    """Identity error of single-image fits of silhouette jaw landmarks against yaw (issue 12).
+
+    ``n_subjects`` neutral subjects drawn from the prior (the first is the mean face) are
+    seen at every yaw of ``yaw_deg`` (pitch and roll 0, no noise) with the jaw landmarks on the
+    silhouette (:func:`simulate_landmarks` ``jaw_landmarks='contour'``), and every image is fitted
+    alone twice: with fixed jaw vertices (``contour='none'``) and with landmark marching
+    (``contour='marching'``). The error is the RMSE (mm, Sec. 4.1: Procrustes on the 68
+    landmarks, 95 mm crop; :func:`~disentangled_face.evaluation.metrics.model_shape_error`) of the
+    fitted identity shape against the same subject's yaw-0 fit, which isolates what the
+    jaw correspondence costs from what one image cannot tell (the prior's pull).
+
+    Returns
+    -------
+    dict
+        ``yaw_deg`` (Y,); ``fixed``, ``marching`` (Y, n_subjects) mm; ``max_abs_alpha_fixed``,
+        ``max_abs_alpha_marching`` (Y, n_subjects) the largest ``|alpha_id|`` (SD).
+    """
+    from ..evaluation.metrics import model_shape_error
+    from ..shape.contour import contour_landmarks
+
+    yaw = np.asarray(yaw_deg, np.float64)
+    rng = np.random.default_rng(seed)
+    a_id = rng.standard_normal((n_subjects, model.n_id))
+    a_id[0] = 0.0
+    S = model.identity_shape(a_id).astype(np.float64)
+    Y, n = len(yaw), n_subjects
+    R = camera.rotation_from_euler(np.radians(np.repeat(yaw, n)), np.zeros(Y * n), np.zeros(Y * n))
+    f, t = np.full(Y * n, 0.5), np.tile([48.0, 56.0], (Y * n, 1))
+    lm = contour_landmarks(model, np.tile(S, (Y, 1, 1)), R, f, t)
+    R0 = camera.rotation_from_euler(np.zeros(n), np.zeros(n), np.zeros(n))
+    ref_lm = contour_landmarks(model, S, R0, f[:n], t[:n])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")         # the fixed fits' soft signs are the point here
+        ref = fit_subjects(model, ref_lm, None, options, **overrides)
+        out = {c: fit_subjects(model, lm, None, options, contour=c, **overrides) for c in ("none", "marching")}
+    ref_shape = model.identity_shape(ref.subject_alpha_id)
+    res = dict(yaw_deg=yaw)
+    for c, name in (("none", "fixed"), ("marching", "marching")):
+        a = out[c].subject_alpha_id
+        est = model.identity_shape(a).reshape(Y, n, -1, 3)
+        res[name] = np.stack([np.asarray(model_shape_error(model, est[i], ref_shape).rmse_mm) for i in range(Y)])
+        res[f"max_abs_alpha_{name}"] = np.abs(a).max(-1).reshape(Y, n)
+    return res
 
 
 def shape_errors(model: MorphableModel, alpha_id: Any, alpha_exp: Any, true_alpha_id: Any,
