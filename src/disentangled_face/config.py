@@ -26,7 +26,6 @@ disentangled_face.config.ConfigError: profile 'book': synth.sed: unknown key; ex
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from ._overrides import OverrideError, set_dotted
 from .paths import config_hash
 
 PROFILES = ("book", "paper")
@@ -671,34 +671,10 @@ def _read_profile(profile: str | os.PathLike) -> tuple[dict[str, Any], str]:
 
 
 def _set_dotted(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(raw)
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {key!r}: {part} is not a section")
-            node = nxt
-        old = node.get(parts[-1])
-        if isinstance(value, Mapping) and isinstance(old, dict):
-            node[parts[-1]] = _merged(old, value)  # a mapping changes only the keys it names
-        else:
-            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def _merged(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` applied key by key, recursively into nested sections."""
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
-    return out
+    try:
+        return set_dotted(raw, overrides)
+    except OverrideError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(profile: str | os.PathLike = "book", overrides: Mapping[str, Any] | None = None) -> Config:

@@ -43,6 +43,7 @@ from . import metrics, paper_results
 from .bases import learned_bases
 from .cache import (cache_dir, fit_codes, load_morphable, method_outputs, net_images, networks_fingerprint,
                     pairs_arrays, protocol_codes, sample_images, trained_networks)
+from .contour import contour_error_vs_yaw
 from .claims import (ALPHA, VERDICTS, Claim, claims, claims_frame, claims_markdown, holm, paired_test,
                      verdict_counts, yaw_columns, yaw_slopes)
 from ..networks.inference import alpha_from_images, decodes_through_3dmm, encode, evaluate, features, reconstruct
@@ -72,5 +73,5 @@ __all__ = [
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
     "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
     "SCALING_METHODS", "aligned_errors", "held_out_aligned", "standing", "standing_markdown",
-    "PhotoReconstruction", "reconstruct_photo",
+    "PhotoReconstruction", "reconstruct_photo", "contour_error_vs_yaw",
 ]

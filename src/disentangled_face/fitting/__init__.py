@@ -51,8 +51,7 @@ module             what
 ``api``            :func:`fit_shape_and_pose`, :func:`fit_single_image`, :func:`fit_images`,
                    :func:`fit_subjects`, :class:`FitResult`, :class:`SubjectsFit`
 ``targets``        the training targets: :func:`build_targets`, :func:`targets_path`, :func:`load_targets`
-``simulate``       landmarks of known faces, :func:`identity_error_vs_images`, shape errors,
-                   :func:`contour_error_vs_yaw` (fixed against contour-aware jaw landmarks)
+``simulate``       landmarks of known faces, :func:`identity_error_vs_images`, shape errors
 =================  ===============================================================================
 """
 
@@ -63,11 +62,11 @@ from .quality import FitQuality
 from .api import FitResult, ImageParameters, ShapeAndPose, SubjectsFit, fit_images, fit_shape_and_pose, fit_single_image, fit_subjects
 from .checks import fitter_options
 from .pose import estimate_pose, nearest_scaled_rotation
-from .simulate import (SyntheticLandmarks, contour_error_vs_yaw, identity_error_vs_images, shape_errors, shape_rmse,
+from .simulate import (SyntheticLandmarks, identity_error_vs_images, shape_errors, shape_rmse,
                        simulate_landmarks)
 from .targets import build_targets, load_targets, targets_path
 
 __all__ = ["ImageParameters", "ShapeAndPose", "FitResult", "SubjectsFit", "fit_shape_and_pose", "fit_single_image", "fit_images", "fit_subjects",
            "fitter_options", "estimate_pose", "nearest_scaled_rotation", "SyntheticLandmarks", "simulate_landmarks",
-           "identity_error_vs_images", "contour_error_vs_yaw", "shape_rmse", "shape_errors", "build_targets", "targets_path",
+           "identity_error_vs_images", "shape_rmse", "shape_errors", "build_targets", "targets_path",
            "load_targets", "FitQuality", "LandmarkOrderError"]
