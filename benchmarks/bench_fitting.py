@@ -94,10 +94,14 @@ def main(argv=None):
 
     model = load_ict_facekit().subset(a.n_id, a.n_exp)
     H, W = 112, 96
-    syn = fitting.simulate_landmarks(model, a.subjects, a.images, noise_px=a.noise, image_size=(H, W), seed=0)
+    prof = load_config(a.profile)
+    # the profile's jaw landmarks (book: on the silhouette, as a detector puts them) and fitter
+    # options (book: landmark marching on); eos-py's fit_shape_and_pose ties them to fixed vertices
+    syn = fitting.simulate_landmarks(model, a.subjects, a.images, noise_px=a.noise, image_size=(H, W), seed=0,
+                                     jaw_landmarks=prof.synth.jaw_landmarks)
     N = len(syn.label)
     true_exp = syn.alpha_exp
-    opts = load_config(a.profile).fitting                 # the profile's `fitting:` section
+    opts = prof.fitting                                   # the profile's `fitting:` section
     over = dict(threads=a.threads, dtype="float32")
     rows = {}
 
@@ -127,6 +131,7 @@ def main(argv=None):
     eos_row = rows["eos 1.5 (1 thread)"]
     print(f"\nICT-FaceKit {a.n_id} identity + {a.n_exp} expression modes, {model.n_vertices} vertices; "
           f"{N} images of {a.subjects} subjects ({a.images} each), {a.noise} px landmark noise, {W}x{H} px")
+    print(f"jaw landmarks: {prof.synth.jaw_landmarks}; ours: contour correspondence '{opts.contour}'")
     print(f"ours: profile '{a.profile}' options, float32, {a.threads} threads; eos: fit_shape_and_pose, "
           f"{a.eos_iterations} iterations, lambda 30 (its default), {len(sel)} images\n")
     print(f"{'method':24s} {'images/s':>10s} {'x eos':>7s} {'reproj px':>10s} {'shape mm':>9s}")

@@ -13,7 +13,7 @@ from disentangled_face import training as T
 from disentangled_face.evaluation import held_out_aligned
 from disentangled_face.config import load_config, with_overrides
 
-SUBJECTS, IMAGES = 200, 6
+SUBJECTS, IMAGES = 500, 6  # at 200 x 6 the book recipe's Phase III over-fits: 3.79 mm against the mean face's 3.77
 
 
 @pytest.fixture(scope="module")
