@@ -150,7 +150,14 @@ def main(argv=None):
 
 
 def fit_project(model, fit):
-    return camera.project(model.landmarks_of(fit.shapes(model)).astype(np.float64), fit.R, fit.f, fit.t)
+    """The fitted landmarks in the image: at the vertices each landmark was fitted to (with
+    landmark marching the jaw's differ per image), else the model's fixed landmark vertices."""
+    shapes = fit.shapes(model).astype(np.float64)
+    if fit.landmark_vertices is None:
+        pts = model.landmarks_of(shapes)
+    else:
+        pts = np.take_along_axis(shapes, np.asarray(fit.landmark_vertices)[..., None], axis=1)
+    return camera.project(pts, fit.R, fit.f, fit.t)
 
 
 if __name__ == "__main__":
