@@ -32,7 +32,9 @@ def test_shape_explorer_sliders_redraw_the_mesh(shown):
     assert list(box.sliders) == ["α_id[1]", "α_id[2]", *names]           # full names, no "mouthSmi…"
     width = {s.style.description_width for s in box.sliders.values()}
     assert width == {widgets.description_width(list(box.sliders))}      # one width, fits the longest
-    assert int(width.pop()[:-2]) >= 7 * len("mouthSmile_L")
+    assert int(width.pop()[:-2]) >= 94        # mouthSmile_R took 94 px in JupyterLab 4.6 (13 px font)
+    controls = box.children[0]
+    assert controls.layout.flex == "0 0 auto" and controls.layout.min_width  # not squeezed by the mesh
     first = _xyz(box.figure)
     box.sliders["α_id[1]"].value = 2.0
     second = _xyz(box.figure)

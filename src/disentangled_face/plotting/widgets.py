@@ -18,25 +18,35 @@ from .show import show
 __all__ = ["shape_explorer_widget", "sweep_error_widget", "description_width"]
 
 
-def description_width(labels: Sequence[str], px_per_char: float = 7.5, min_px: int = 60) -> str:
+def description_width(labels: Sequence[str], px_per_char: float = 8.5, min_px: int = 60) -> str:
     """A CSS width for slider descriptions that fits the longest label whole.
 
     ipywidgets cuts a description at its default width (about 80 px: ``mouthSmile_L`` showed as
     ``mouthSmi…``); every slider of a widget gets this one width so that their tracks line up.
 
     >>> description_width(["jawOpen", "mouthSmile_L"])
-    '90px'
+    '102px'
     """
     longest = max((len(s) for s in labels), default=0)
     return f"{max(min_px, int(np.ceil(px_per_char * longest)))}px"
 
 
-def _slider_style(labels: Sequence[str], track_px: int = 260):
+def _slider_style(labels: Sequence[str], track_px: int = 240) -> dict:
+    """Keyword arguments of the sliders: one description width, and a total width that leaves
+    the track ``track_px`` beside the description and the read-out."""
     import ipywidgets as W
 
     width = description_width(labels)
     return dict(style={"description_width": width},
-                layout=W.Layout(width=f"{int(width[:-2]) + track_px + 60}px"))
+                layout=W.Layout(width=f"{int(width[:-2]) + track_px + 70}px"))
+
+
+def _fixed(width: str):
+    """A layout that keeps a box at ``width`` beside a wide figure (an HBox shrinks it otherwise:
+    the slider tracks were squeezed to nothing next to the mesh)."""
+    import ipywidgets as W
+
+    return W.Layout(width=width, min_width=width, flex="0 0 auto")
 
 
 def shape_explorer_widget(model, n_id: int = 4, expressions: Sequence[str] | None = None,
@@ -83,8 +93,10 @@ def shape_explorer_widget(model, n_id: int = 4, expressions: Sequence[str] | Non
                                 continuous_update=False, **style) for name in id_names]
     exp_sliders = [W.FloatSlider(value=0.0, min=lo, max=hi, step=0.05, description=name,
                                  continuous_update=False, **style) for name in expressions]
-    out = W.Output()
-    box = W.HBox([W.VBox([W.Label("identity"), *id_sliders, W.Label("expression"), *exp_sliders]), out])
+    out = W.Output(layout=W.Layout(flex="1 1 0%", min_width="320px"))  # the mesh takes the rest
+    controls = W.VBox([W.Label("identity"), *id_sliders, W.Label("expression"), *exp_sliders],
+                      layout=_fixed(style["layout"].width))
+    box = W.HBox([controls, out], layout=W.Layout(align_items="flex-start"))
     box.sliders = dict(zip(id_names + expressions, id_sliders + exp_sliders))
 
     def redraw(*_):
@@ -152,7 +164,7 @@ def sweep_error_widget(shapes: Mapping[float, np.ndarray], truth: np.ndarray, tr
     slider = W.SelectionSlider(options=list(shapes), description=description, continuous_update=False,
                                **_slider_style([description]))
     out = W.Output()
-    box = W.VBox([slider, out])
+    box = W.VBox([slider, out], layout=W.Layout(align_items="stretch"))
     box.sliders, box.color_range = {description: slider}, (cmin, cmax)
 
     def redraw(*_):
