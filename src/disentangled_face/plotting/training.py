@@ -9,7 +9,7 @@ from ..training.phases import PHASE_OBJECTS, PHASES
 if TYPE_CHECKING:
     from ..training.pipeline import TrainedModels
 
-__all__ = ["history_figure", "learning_curves_figure", "sweep_figure", "scaling_figure"]
+__all__ = ["history_figure", "learning_curves_figure", "sweep_figure", "scaling_figure", "sweep_reconstruction_widget"]
 
 
 def history_figure(trained: TrainedModels, smooth: int = 5):
@@ -170,3 +170,40 @@ def scaling_figure(study):
     fig.update_layout(height=420, margin=dict(t=90), title="when does joint training pay off?",
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def sweep_reconstruction_widget(sweep, data, index: int = 0):
+    """Chapter 6's live λ_R widget: one held-out face reconstructed by each network of the sweep.
+
+    Every network of ``sweep`` reconstructs validation image ``index`` once, up front (a forward
+    pass each), so that the colour scale of the per-vertex error is fixed across the whole
+    sweep (:func:`~.widgets.sweep_error_widget`) and a slider step only redraws.
+
+    Parameters
+    ----------
+    sweep : DataFrame
+        :func:`~disentangled_face.training.lambda_sweep`'s table (``lambda_r``, ``checkpoint``).
+    data : TrainingData
+        Its ``val`` items (``image``, ``alpha_id``, ``alpha_exp``) and ``model``.
+    index : int
+        The validation item shown.
+
+    Returns
+    -------
+    ipywidgets.VBox
+        See :func:`~.widgets.sweep_error_widget` (errors in mm).
+
+    Raises
+    ------
+    ValueError
+        When the sweep is empty.
+    """
+    from ..networks import inference
+    from ..training.checkpoints import load_model
+    from .widgets import sweep_error_widget
+
+    item = data.val[index]
+    truth = data.model.shape(item["alpha_id"].numpy(), item["alpha_exp"].numpy())
+    shapes = {float(r.lambda_r): inference.reconstruct(load_model(r.checkpoint), item["image"])[0]
+              for r in sweep.itertuples()}
+    return sweep_error_widget(shapes, truth, data.model.triangles, description="λ_R")

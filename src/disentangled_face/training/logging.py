@@ -1,5 +1,10 @@
 """Logs of a phase: per-step metrics (``<tag>.csv``), per-epoch ones (``<tag>_epochs.csv``),
-TensorBoard (when installed) and the progress bar; rank 0 writes.
+TensorBoard (when asked for) and the progress bar; rank 0 writes.
+
+TensorBoard is an optional extra (``pip install .[tensorboard]``; the book's install leaves it
+out): the per-step metrics are also written to ``<run_dir>/tensorboard/<tag>/`` when
+:class:`PhaseLog` is made with ``tensorboard=True`` or, for runs started elsewhere (the
+pipeline, the command line), when ``$DISENTANGLED_FACE_TENSORBOARD=1``.
 
 ``<tag>.csv``: ``step, epoch, lr, <the phase's metrics>, images_per_s``;
 ``<tag>_epochs.csv``: ``epoch, step, loss, stage, lambda_r, switch``. A resumed run first
@@ -9,13 +14,35 @@ truncates both to the state checkpoint's step and epoch, so they read as one uni
 from __future__ import annotations
 
 import csv
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import atomic_path
 
-__all__ = ["RunFiles", "read_csv", "truncate_csv", "PhaseLog"]
+__all__ = ["RunFiles", "read_csv", "truncate_csv", "PhaseLog", "TENSORBOARD_ENV", "tensorboard_writer"]
+
+#: Set to ``1`` to log every phase to TensorBoard too (needs the ``tensorboard`` extra).
+TENSORBOARD_ENV = "DISENTANGLED_FACE_TENSORBOARD"
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int | None = None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``.
+
+    Raises
+    ------
+    ImportError
+        When ``torch.utils.tensorboard`` cannot be imported (the ``tensorboard`` package is not
+        installed): the message says to ``pip install .[tensorboard]``.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ImportError("TensorBoard logging was asked for (tensorboard=True or "
+                          f"${TENSORBOARD_ENV}=1) but torch.utils.tensorboard does not import ({exc}); "
+                          "install the extra: pip install .[tensorboard]") from exc
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
 
 
 @dataclass(frozen=True)
@@ -85,10 +112,19 @@ class PhaseLog:
         Global batch size (for images per second).
     progress : bool
         Show a tqdm bar.
+    tensorboard : bool, optional
+        Also log the per-step metrics to TensorBoard under ``<run_dir>/tensorboard/<tag>/``
+        (scalars ``<tag>/<metric>`` against the step). ``None``: when ``$DISENTANGLED_FACE_TENSORBOARD``
+        is ``1``.
+
+    Raises
+    ------
+    ImportError
+        When TensorBoard is asked for and ``torch.utils.tensorboard`` does not import.
     """
 
     def __init__(self, files: RunFiles, metrics, rank: int, step: int, total_steps: int, log_every: int,
-                 batch: int, progress: bool):
+                 batch: int, progress: bool, tensorboard: bool | None = None):
         from tqdm.auto import tqdm
 
         self.files, self.metrics, self.rank = files, list(metrics), rank
@@ -101,12 +137,14 @@ class PhaseLog:
             self.csv_writer = csv.writer(self.csv_file)
             if new:
                 self.csv_writer.writerow(["step", "epoch", "lr", *self.metrics, "images_per_s"])
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional
-
-                self.tb = SummaryWriter(str(files.run_dir / "tensorboard" / files.tag), purge_step=step)
-            except Exception:  # tensorboard not installed
-                self.tb = None
+            if tensorboard is None:
+                tensorboard = os.environ.get(TENSORBOARD_ENV, "") not in ("", "0")
+            if tensorboard:
+                try:
+                    self.tb = tensorboard_writer(files.run_dir / "tensorboard" / files.tag, purge_step=step)
+                except ImportError:
+                    self.csv_file.close()
+                    raise
         self.bar = tqdm(total=total_steps, initial=step, desc=files.tag, disable=not progress or rank != 0,
                         leave=False, dynamic_ncols=True, mininterval=1.0)  # few display messages (notebooks)
         self.t0 = time.perf_counter()
