@@ -338,6 +338,41 @@ def test_build_targets_small_protocol(ict, tmp_path, monkeypatch):
         fitting.load_targets(tmp_path / "missing.npz")
 
 
+def test_single_image_targets_fit_every_image_alone(ict, tmp_path, monkeypatch):
+    """The 3DDFA-like rival's targets: each training image fitted on its own (fit_subjects with
+    labels=None, the same cfg.fitting), in a file of their own, built on cfg.targets.workers
+    processes; unlike the pooled targets, a subject's images get different alpha_id."""
+    from disentangled_face import data
+
+    monkeypatch.setenv("DISENTANGLED_FACE_DATA", str(tmp_path))
+    cfg = with_overrides(load_config("book"), {"synth.workers": 1, "synth.protocols.train.subjects": 3,
+                                               "synth.protocols.train.images_per_subject": 4,
+                                               "targets.chunk": 1, "targets.workers": 2})
+    single = fitting.build_targets(cfg, ict, kind="single_image")
+    pooled = fitting.build_targets(cfg, ict)
+    assert single == fitting.targets_path(cfg, ict, kind="single_image") != pooled
+    assert single.parent == pooled.parent and single.name.startswith("train-single-")
+    assert fitting.targets_path(with_overrides(cfg, {"targets.workers": 1, "targets.chunk": 7}), ict,
+                                kind="single_image") == single      # speed and memory only
+    assert fitting.targets_path(with_overrides(cfg, {"fitting.max_iter": 3}), ict, kind="single_image") != single
+    assert not list(single.parent.glob(".*.part"))
+    S, P = fitting.load_targets(single), fitting.load_targets(pooled)
+    ds = data.load_protocol(data.build_protocol("train", cfg.synth, model=ict, progress=False))
+    np.testing.assert_array_equal(S["label"], ds.label)       # the subjects, not the image indices
+    np.testing.assert_array_equal(S["index"], np.arange(12))
+    assert S["alpha_id"].shape == (12, ict.n_id) and S["objective"].shape[0] == 12
+    # exactly the single-image fit of those landmarks (built on two processes, 4-image chunks)
+    ref = fitting.fit_subjects(ict, np.asarray(ds.landmarks, np.float64), None, cfg.fitting)
+    np.testing.assert_allclose(S["alpha_id"], ref.alpha_id.astype(np.float32), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(S["alpha_exp"], ref.alpha_exp.astype(np.float32), rtol=0, atol=1e-6)
+    for c in np.unique(ds.label):
+        own = ds.label == c
+        assert np.ptp(P["alpha_id"][own], axis=0).max() == 0          # pooled: one identity per subject
+        assert np.ptp(S["alpha_id"][own], axis=0).max() > 0.05         # single: one per image
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fitting.targets_path(cfg, ict, kind="pooled")
+
+
 # ------------------------------------------------------------------ fit quality and the landmark order
 from disentangled_face.fitting import quality as fq  # noqa: E402
 

@@ -494,10 +494,11 @@ class ExperimentsConfig(_Section):
     ``speed_images`` / ``speed_repeats`` / ``speed_batch`` of Table 4, ``fit_iter`` (the
     single-image fitter's cap; None: ``fitting.max_iter``), ``fit_verification`` (also verify
     with fitted ``alpha_id``), ``bases_shown`` (decoder columns drawn, Fig. 9), ``seed``,
-    ``scaling_subjects`` (the numbers of training identities of chapter 6's scaling study;
-    empty: no study).
+    ``scaling_subjects`` (chapter 6's numbers of training identities; empty: no study), ``rivals``
+    (extra methods compared, each in its own run: ``3DDFA-like``, see ``methods.RIVALS``).
     """
 
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("rivals",)
     crop_radius_mm: float = Field(95.0, gt=0)
     metric: Literal["rmse_mm", "mean_mm", "paper"] = "rmse_mm"
     far_targets: tuple[float, ...] = (0.1, 0.01)
@@ -510,6 +511,7 @@ class ExperimentsConfig(_Section):
     bases_shown: int = Field(4, ge=1)
     seed: int = Field(0, ge=0)
     scaling_subjects: tuple[int, ...] = ()
+    rivals: tuple[Literal["3DDFA-like"], ...] = ()
 
     @field_validator("far_targets")
     @classmethod

@@ -7,23 +7,34 @@ coefficients: :attr:`Method.decode` ``"3dmm"``) or with the network's own decode
 (``"decoders"``); a Phase I checkpoint's decoders are untrained, so it is always decoded
 through the 3DMM.
 
+The main run (chapter 6) trains every network on the paper's targets, the multi-image fits.
+A *rival* (:data:`RIVALS`) is a network trained in a run of its own, on other targets
+(:attr:`Method.targets`), and is compared only when the profile lists it in
+``experiments.rivals``: ``3DDFA-like`` is Phase I trained on the single-image fit of every
+training image. Beside 3DMM-CNN-like (the same encoder and loss, on the pooled fits) it shows
+what pooling a subject's images buys; beside Proposed, what the identification loss buys.
+
 >>> METHODS["3DMM-CNN-like"].phase
 'phase1'
 >>> method_for_phase("phase3").name
 'Proposed'
 >>> [m.name for m in reconstruction_methods()]
 ['mean face', '3DMM fitting', '3DMM-CNN-like', 'Proposed']
+>>> [m.name for m in reconstruction_methods(["3DDFA-like"])]
+['mean face', '3DMM fitting', '3DDFA-like', '3DMM-CNN-like', 'Proposed']
 >>> [m.name for m in verification_methods()]
 ['texture', '3DMM fitting', '3DMM-CNN-like', 'Proposed']
+>>> METHODS["3DDFA-like"].network, METHODS["3DMM-CNN-like"].network
+('single_image_phase1', 'phase1')
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Iterable, Literal, Optional
 
-__all__ = ["Method", "METHODS", "method", "method_for_phase", "reconstruction_methods",
-           "verification_methods", "FUSIONS", "PAPER_ONLY"]
+__all__ = ["Method", "METHODS", "RIVALS", "method", "method_for_phase", "active_methods", "rival_names",
+           "reconstruction_methods", "verification_methods", "FUSIONS", "PAPER_ONLY"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,10 @@ class Method:
         given paper table has that row is for :func:`.evaluation.paper_results.counterpart`.
     description : str
         One line for the chapters.
+    targets : {"fitted", "single_image"}
+        What its run's networks were trained on (:data:`disentangled_face.training.TARGETS`):
+        the paper's multi-image fits (the main run, chapter 6) or, for a rival, the single-image
+        fit of every training image (its own run folder, :func:`.training.run_hash`).
     """
 
     name: str
@@ -62,11 +77,26 @@ class Method:
     feature: Optional[str]
     paper_row: Optional[str]
     description: str
+    targets: str = "fitted"
 
     @property
     def has_shape(self) -> bool:
         """Whether the method reconstructs a 3D shape."""
         return self.decode is not None
+
+    @property
+    def is_rival(self) -> bool:
+        """Whether it comes from a run of its own (not the main run), compared when switched on."""
+        return self.targets != "fitted"
+
+    @property
+    def network(self) -> Optional[str]:
+        """Its key among the trained networks (``evaluation.trained_networks``) and in the cached
+        codes: the phase for the main run (``"phase1"``), ``"<targets>_<phase>"`` for a rival
+        (``"single_image_phase1"``); ``None`` when it is no checkpoint."""
+        if self.phase is None:
+            return None
+        return self.phase if not self.is_rival else f"{self.targets}_{self.phase}"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -75,6 +105,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "(alpha = 0): the floor a reconstruction method must beat"),
     Method("3DMM fitting", "fitter", None, "3dmm", "alpha_id", "3DMM",
            "single-image landmark fitting of the morphable model (Eq. 7 with one image)"),
+    Method("3DDFA-like", "checkpoint", "phase1", "3dmm", "alpha_id", "3DDFA",
+           "Phase I encoder regressing the single-image fit of every training image (no pooling of a "
+           "subject's images, no identification loss), decoded through the 3DMM", targets="single_image"),
     Method("3DMM-CNN-like", "checkpoint", "phase1", "3dmm", "alpha_id", "3DMM-CNN",
            "Phase I encoder regressing the fitted codes, decoded through the 3DMM"),
     Method("Proposed", "checkpoint", "phase3", "decoders", "c_id", "Proposed",
@@ -88,6 +121,8 @@ FUSIONS: dict[str, tuple[str, str]] = {"texture + 3DMM-CNN-like": ("texture", "3
                                        "texture + Proposed": ("texture", "Proposed")}
 #: Methods of the paper that this project does not rebuild (the paper's numbers only).
 PAPER_ONLY = ("VRN", "3DSR")
+#: The methods trained in runs of their own, compared when ``experiments.rivals`` lists them.
+RIVALS = tuple(m.name for m in METHODS.values() if m.is_rival)
 
 
 def method(name: str) -> Method:
@@ -104,26 +139,63 @@ def method(name: str) -> Method:
         raise KeyError(f"unknown method {name!r}: expected one of {list(METHODS)}") from None
 
 
-def method_for_phase(phase: str) -> Method:
-    """The method a training phase's checkpoint stands for.
+def method_for_phase(phase: str, targets: str = "fitted") -> Method:
+    """The method a training phase's checkpoint stands for, in a run trained on ``targets``
+    (default: the main run's).
+
+    >>> method_for_phase("phase1", "single_image").name
+    '3DDFA-like'
 
     Raises
     ------
     KeyError
-        When no method comes from that phase (``phase2`` trains decoders only).
+        When no method comes from that phase (``phase2`` trains decoders only) of such a run.
     """
     for m in METHODS.values():
-        if m.phase == phase:
+        if m.phase == phase and m.targets == targets:
             return m
-    raise KeyError(f"no compared method comes from phase {phase!r}; "
-                   f"phases with a method: {[m.phase for m in METHODS.values() if m.phase]}")
+    raise KeyError(f"no compared method comes from phase {phase!r} trained on {targets!r} targets; "
+                   f"phases with a method: {[(m.phase, m.targets) for m in METHODS.values() if m.phase]}")
 
 
-def reconstruction_methods() -> list[Method]:
-    """Methods with a 3D shape, in table order."""
-    return [m for m in METHODS.values() if m.has_shape]
+def rival_names(rivals: Any = ()) -> tuple[str, ...]:
+    """The rivals switched on: ``rivals`` is a list of names, a validated ``Config`` or its
+    ``ExperimentsConfig`` (their ``experiments.rivals``), or ``None`` (none).
+
+    Raises
+    ------
+    KeyError
+        On a name that is not in :data:`RIVALS`.
+    """
+    if rivals is None:
+        return ()
+    exp = getattr(rivals, "experiments", rivals)
+    names = tuple(getattr(exp, "rivals", exp))
+    bad = [n for n in names if n not in RIVALS]
+    if bad:
+        raise KeyError(f"unknown rival(s) {bad}: expected some of {list(RIVALS)}")
+    return names
 
 
-def verification_methods() -> list[Method]:
-    """Methods with a recognition feature, in table order (texture first)."""
-    return [METHODS["texture"]] + [m for m in METHODS.values() if m.name != "texture" and m.feature is not None]
+def active_methods(rivals: Any = ()) -> list[Method]:
+    """Every method of the main run plus the rivals switched on (see :func:`rival_names`), in
+    table order.
+
+    >>> [m.name for m in active_methods()] == [n for n in METHODS if n not in RIVALS]
+    True
+    """
+    on = set(rival_names(rivals))
+    return [m for m in METHODS.values() if not m.is_rival or m.name in on]
+
+
+def reconstruction_methods(rivals: Iterable[str] | Any = ()) -> list[Method]:
+    """Methods with a 3D shape, in table order (the rivals of ``rivals`` included, see
+    :func:`rival_names`: pass the ``Config``)."""
+    return [m for m in active_methods(rivals) if m.has_shape]
+
+
+def verification_methods(rivals: Iterable[str] | Any = ()) -> list[Method]:
+    """Methods with a recognition feature, in table order (texture first; the rivals of
+    ``rivals`` included, see :func:`rival_names`)."""
+    ms = active_methods(rivals)
+    return [METHODS["texture"]] + [m for m in ms if m.name != "texture" and m.feature is not None]

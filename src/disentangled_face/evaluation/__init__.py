@@ -2,7 +2,8 @@
 
 ``from disentangled_face import evaluation as E`` gives what the chapters call:
 
-* the methods compared (:mod:`disentangled_face.methods`): :data:`METHODS`, :data:`FUSIONS`, :data:`PAPER_ONLY`;
+* the methods compared (:mod:`disentangled_face.methods`): :data:`METHODS`, :data:`FUSIONS`, :data:`PAPER_ONLY`,
+  :data:`RIVALS` (switched on by ``experiments.rivals``; :func:`active_methods`);
 * the table builders, pure functions of arrays: :func:`reconstruction_vs_yaw` (Table 1),
   :func:`reconstruction_micc` (Table 2), :func:`rmse_per_expression` (Figs. 6-7),
   :func:`verification_table` (Table 3), :func:`speed_table` (Table 4), :func:`learned_bases`
@@ -26,6 +27,10 @@ Methods compared (all fitted or trained by this project on the ``train`` populat
 ``3DMM fitting``          single-image landmark fitting (:func:`fitting.fit_subjects` with one
                           image per subject), shape from ``alpha_id, alpha_exp``; feature
                           ``alpha_id``
+``3DDFA-like``            a rival (``experiments.rivals``, its own run): the Phase I encoder
+                          trained on the single-image fit of every training image (no pooling,
+                          no identification loss), decoded through the 3DMM; feature its
+                          ``alpha_id``
 ``3DMM-CNN-like``         the Phase I encoder regressing the fitted codes (no identification
                           loss), decoded through the 3DMM; feature: its ``alpha_id`` (the
                           descaled ``c_id``)
@@ -47,8 +52,8 @@ from .contour import contour_error_vs_yaw
 from .claims import (ALPHA, VERDICTS, Claim, claims, claims_frame, claims_markdown, holm, paired_test,
                      verdict_counts, yaw_columns, yaw_slopes)
 from ..networks.inference import alpha_from_images, decodes_through_3dmm, encode, evaluate, features, reconstruct
-from ..methods import (FUSIONS, METHODS, PAPER_ONLY, Method, method, method_for_phase, reconstruction_methods,
-                      verification_methods)
+from ..methods import (FUSIONS, METHODS, PAPER_ONLY, RIVALS, Method, active_methods, method, method_for_phase,
+                      reconstruction_methods, rival_names, verification_methods)
 from .reconstruction import (METRIC_LABELS, ReconResult, error_map, reconstruction_errors, reconstruction_micc,
                              reconstruction_vs_yaw, rmse_per_expression, scan_reconstruction_errors)
 from .results import ChapterResults, record_chapter
@@ -61,7 +66,8 @@ from .standing import standing, standing_markdown
 from .verification import VerificationTable, sequence_features, verification_table
 
 __all__ = [
-    "metrics", "paper_results", "METHODS", "FUSIONS", "PAPER_ONLY", "Method", "method", "method_for_phase",
+    "metrics", "paper_results", "METHODS", "FUSIONS", "PAPER_ONLY", "RIVALS", "Method", "method", "method_for_phase",
+    "active_methods", "rival_names",
     "reconstruction_methods", "verification_methods", "METRIC_LABELS", "ReconResult", "reconstruction_errors",
     "reconstruction_vs_yaw", "reconstruction_micc", "rmse_per_expression", "error_map",
     "scan_reconstruction_errors", "sequence_features", "VerificationTable", "verification_table",

@@ -1,9 +1,11 @@
 """Every method's outputs on a test protocol, computed once and cached for chapters 7-11.
 
 The runners (:mod:`.runs`) need, for each test protocol, the reconstructions and features of
-every method of :data:`.methods.METHODS`. They come from the trained networks
-(:func:`trained_networks`, through :func:`disentangled_face.training.train_pipeline`, which
-loads chapter 6's checkpoints) and from the single-image 3DMM fitter
+every method of :data:`.methods.METHODS` that the profile compares (the main run's, and the
+rivals of ``experiments.rivals``: :func:`.methods.active_methods`). They come from the trained
+networks (:func:`trained_networks`, through :func:`disentangled_face.training.train_pipeline`,
+which loads chapter 6's checkpoints and trains a rival's run when it is missing) and from the
+single-image 3DMM fitter
 (:func:`disentangled_face.fitting.fit_subjects`), and are cached under
 ``data/experiments/<hash of the validated configuration>/`` (:func:`cache_dir`):
 
@@ -30,7 +32,7 @@ from ..data.torch_dataset import FaceImageDataset
 from ..paths import atomic_path, data_dir
 from ..shape import MorphableModel, load_model
 from ..networks.inference import encode, features
-from ..methods import METHODS
+from ..methods import Method, active_methods, rival_names
 
 __all__ = ["CACHE_VERSION", "cache_dir", "load_morphable", "load_set", "net_images", "pairs_arrays",
            "trained_networks", "networks_fingerprint", "fit_overrides", "fit_codes", "protocol_codes",
@@ -39,12 +41,14 @@ __all__ = ["CACHE_VERSION", "cache_dir", "load_morphable", "load_set", "net_imag
 #: Bumped when what the runners cache changes (part of the cache key).
 CACHE_VERSION = 2
 
-#: The checkpoints whose codes are cached (``phase1_c_id``, ``phase3_c_res`` ...): every method of
-#: the methods table that is an encoder-decoder checkpoint.
-_ENCODER_PHASES = tuple(m.phase for m in METHODS.values() if m.source == "checkpoint" and m.decode is not None)
-
-#: Trained networks already loaded in this process, keyed by :func:`cache_dir`.
+#: Trained networks already loaded in this process, keyed by :func:`cache_dir` and the rivals.
 _NETWORKS: dict = {}
+
+
+def _encoder_methods(cfg: Config) -> list[Method]:
+    """The compared methods whose codes are cached (``phase1_c_id``, ``single_image_phase1_c_res``
+    ...): every encoder-decoder checkpoint among :func:`.methods.active_methods`."""
+    return [m for m in active_methods(cfg) if m.source == "checkpoint" and m.decode is not None]
 
 
 def _require_config(cfg) -> Config:
@@ -57,14 +61,18 @@ def cache_dir(cfg: Config) -> Path:
     """``data/experiments/<hash>/``, keyed by every validated section that changes the results
     (``model``, ``synth``, ``fitting``, ``network``, ``train``, ``experiments``).
 
+    ``experiments.rivals`` is left out: the test-set fits do not depend on it, and the codes
+    files are keyed by the fingerprint of the networks loaded (:func:`networks_fingerprint`),
+    which the rivals' networks change, so switching a rival on reuses the fits.
+
     Raises
     ------
     TypeError
         When ``cfg`` is not a :class:`~disentangled_face.config.Config` (a profile name, say).
     """
     _require_config(cfg)
-    key = section_hash(cfg.model, cfg.synth, cfg.fitting, cfg.network, cfg.train, cfg.experiments,
-                       {"version": CACHE_VERSION})
+    exp = {k: v for k, v in cfg.experiments.to_dict().items() if k != "rivals"}
+    key = section_hash(cfg.model, cfg.synth, cfg.fitting, cfg.network, cfg.train, exp, {"version": CACHE_VERSION})
     return data_dir("experiments", key)
 
 
@@ -109,24 +117,32 @@ def pairs_arrays(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def trained_networks(cfg: Config) -> dict:
-    """The trained networks of the configuration: ``phase1`` (3DMM-CNN-like), ``phase2``,
-    ``phase3`` (Proposed) and ``texture``, in eval mode on the CPU.
+    """The trained networks of the configuration, in eval mode on the CPU: ``phase1``
+    (3DMM-CNN-like), ``phase2``, ``phase3`` (Proposed) and ``texture`` of the main run, and for
+    each rival of ``experiments.rivals`` its network under :attr:`.methods.Method.network`
+    (``single_image_phase1``: 3DDFA-like).
 
     They come from :func:`disentangled_face.training.train_pipeline`, which loads the
     checkpoints chapter 6 wrote under ``data/runs/<hash>/`` (and trains them first when they
-    are missing). Loaded once per process and configuration.
+    are missing); a rival's run (its own run hash, through its targets kind) trains only the
+    phase it needs, with the profile's recipe for that phase. Loaded once per process and
+    configuration.
     """
-    key = str(cache_dir(cfg))
+    key = (str(cache_dir(cfg)), rival_names(cfg))
     if key not in _NETWORKS:
-        tm = training.train_pipeline(cfg, progress=False)
-        _NETWORKS[key] = _networks_from(tm)
+        nets = _networks_from(training.train_pipeline(cfg, progress=False))
+        for m in active_methods(cfg):
+            if m.is_rival:
+                tm = training.train_pipeline(cfg, progress=False, phases=(m.phase,), targets=m.targets)
+                nets[m.network] = _networks_from(tm, (m.phase,))[m.phase]
+        _NETWORKS[key] = nets
     return _NETWORKS[key]
 
 
-def _networks_from(tm) -> dict:
+def _networks_from(tm, phases=training.PHASES) -> dict:
     """``{phase: network}`` from :class:`training.TrainedModels` (or a mapping of networks)."""
     out = {}
-    for phase in training.PHASES:
+    for phase in phases:
         net = tm[phase] if isinstance(tm, Mapping) else tm.load(phase)
         out[phase] = net.eval()
     return out
@@ -180,15 +196,16 @@ def fit_codes(cfg: Config, protocol: str) -> dict:
     return out
 
 
-def _encode_protocol(nets: Mapping, images, batch_size: int) -> dict:
-    """Codes of both encoder-decoder checkpoints and the texture feature, 512 images at a time."""
-    keys = [f"{phase}_{code}" for phase in _ENCODER_PHASES for code in ("c_id", "c_res")]
+def _encode_protocol(nets: Mapping, encoders: list[str], images, batch_size: int) -> dict:
+    """Codes of the encoder-decoder networks ``encoders`` (keys of ``nets``) and the texture
+    feature, 512 images at a time."""
+    keys = [f"{net}_{code}" for net in encoders for code in ("c_id", "c_res")]
     parts: dict[str, list] = {k: [] for k in (*keys, "texture")}
     for i in range(0, len(images), 512):
         x = net_images(images[i:i + 512])
-        for phase in _ENCODER_PHASES:
-            a, b = encode(nets[phase], x, batch_size)
-            parts[f"{phase}_c_id"].append(a), parts[f"{phase}_c_res"].append(b)
+        for net in encoders:
+            a, b = encode(nets[net], x, batch_size)
+            parts[f"{net}_c_id"].append(a), parts[f"{net}_c_res"].append(b)
         parts["texture"].append(features(nets["texture"], x, batch_size))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -208,16 +225,19 @@ def protocol_codes(cfg: Config, protocol: str, fit: bool = True) -> dict:
     -------
     dict of ndarray
         ``phase1_c_id``, ``phase1_c_res`` (the 3DMM-CNN-like checkpoint), ``phase3_c_id``,
-        ``phase3_c_res`` (Proposed), ``texture`` (texture network features), cached in
+        ``phase3_c_res`` (Proposed), for each rival ``<network>_c_id``, ``<network>_c_res``
+        (``single_image_phase1_*``: 3DDFA-like; :attr:`.methods.Method.network`), ``texture``
+        (texture network features), cached in
         ``cache_dir(cfg)/<protocol>-<networks_fingerprint>-codes.npz``; with ``fit`` also
-        ``fit_alpha_id``, ``fit_alpha_exp``.
+        ``fit_alpha_id``, ``fit_alpha_exp``. Codes are (N, k_id) and (N, k_exp), features (N, d).
     """
     nets = trained_networks(cfg)
     path = cache_dir(cfg) / f"{protocol}-{networks_fingerprint(nets)}-codes.npz"
     if path.is_file():
         out = _load_npz(path)
     else:
-        out = _encode_protocol(nets, load_set(cfg, protocol).images, cfg.experiments.batch_size)
+        out = _encode_protocol(nets, [m.network for m in _encoder_methods(cfg)], load_set(cfg, protocol).images,
+                               cfg.experiments.batch_size)
         _save_npz(path, out)
     if fit:
         out.update(fit_codes(cfg, protocol))
@@ -247,7 +267,8 @@ def _through_decoders(net, c_id, c_res, shapes: bool) -> dict:
 
 
 def method_outputs(cfg: Config, protocol: str, idx=None, shapes: bool = True, fit: bool = True) -> dict:
-    """Reconstructions and features of every method on a protocol (images ``idx``, default all).
+    """Reconstructions and features of every compared method on a protocol (images ``idx``,
+    default all): the main run's and the rivals of ``experiments.rivals``.
 
     Parameters
     ----------
@@ -276,12 +297,10 @@ def method_outputs(cfg: Config, protocol: str, idx=None, shapes: bool = True, fi
         if shapes:
             out["3DMM fitting"].update(shape=model.shape(a_id, a_exp), identity_shape=model.identity_shape(a_id))
     with torch.no_grad():
-        for m in METHODS.values():
-            if m.source != "checkpoint" or m.decode is None:
-                continue
-            c_id, c_res = codes[f"{m.phase}_c_id"][sel], codes[f"{m.phase}_c_res"][sel]
-            out[m.name] = (_through_3dmm(nets[m.phase], model, c_id, c_res, shapes) if m.decode == "3dmm"
-                           else _through_decoders(nets[m.phase], c_id, c_res, shapes))
+        for m in _encoder_methods(cfg):
+            c_id, c_res = codes[f"{m.network}_c_id"][sel], codes[f"{m.network}_c_res"][sel]
+            out[m.name] = (_through_3dmm(nets[m.network], model, c_id, c_res, shapes) if m.decode == "3dmm"
+                           else _through_decoders(nets[m.network], c_id, c_res, shapes))
     return out
 
 

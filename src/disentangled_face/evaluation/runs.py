@@ -24,7 +24,7 @@ from .bases import learned_bases
 from .cache import (cache_dir, fit_overrides, load_morphable, load_set, method_outputs, net_images,
                     trained_networks)
 from ..networks.inference import features, reconstruct
-from ..methods import METHODS, reconstruction_methods, verification_methods
+from ..methods import active_methods, reconstruction_methods, verification_methods
 from .reconstruction import ReconResult, reconstruction_micc, reconstruction_vs_yaw, rmse_per_expression
 from .speed import speed_table
 from .verification import VerificationTable, sequence_features, verification_table
@@ -36,8 +36,8 @@ def _yaw_deg(ds) -> np.ndarray:
     return np.degrees(np.asarray(ds.yaw, dtype=np.float64))
 
 
-def _recon_names() -> list[str]:
-    return [m.name for m in reconstruction_methods()]
+def _recon_names(cfg: Config) -> list[str]:
+    return [m.name for m in reconstruction_methods(cfg)]
 
 
 def _bu3dfe_results(cfg: Config, model, radius: float) -> dict[str, ReconResult]:
@@ -47,7 +47,7 @@ def _bu3dfe_results(cfg: Config, model, radius: float) -> dict[str, ReconResult]
     sweep = np.asarray(getattr(ds, "sweep", np.zeros(len(ds.label), bool)), bool)
     groups = {"yaw": np.flatnonzero(sweep) if sweep.any() else np.arange(len(ds.label)),
               "expression": np.flatnonzero(~sweep) if (~sweep).any() else np.arange(len(ds.label))}
-    names = _recon_names()
+    names = _recon_names(cfg)
     for key, idx in groups.items():
         outs = method_outputs(cfg, "bu3dfe-like", idx)
         truth = np.asarray(ds.shapes(model, idx))
@@ -67,6 +67,9 @@ def _bu3dfe_results(cfg: Config, model, radius: float) -> dict[str, ReconResult]
 def run_reconstruction(cfg: Config) -> dict:
     """Tables 1-2 and Figs. 6-7 on the bu3dfe-like and micc-like protocols.
 
+    Methods: :func:`.methods.reconstruction_methods` of ``cfg`` (the mean face, 3DMM fitting,
+    the networks of the main run, and the rivals of ``experiments.rivals``: 3DDFA-like).
+
     Returns
     -------
     dict
@@ -80,7 +83,7 @@ def run_reconstruction(cfg: Config) -> dict:
     ds = load_set(cfg, "micc-like")
     idx = np.arange(len(ds.label))
     outs = method_outputs(cfg, "micc-like", idx)
-    res["micc"] = reconstruction_micc(model, {m: outs[m]["shape"] for m in _recon_names()},
+    res["micc"] = reconstruction_micc(model, {m: outs[m]["shape"] for m in _recon_names(cfg)},
                                       np.asarray(ds.shapes(model, idx)), radius_mm=radius)
     return res
 
@@ -89,14 +92,15 @@ def run_verification(cfg: Config, protocol: str = "lfw-like") -> VerificationTab
     """Table 3 on ``lfw-like`` (pairs of images) or ``ytf-like`` (pairs of sequences, each
     represented by the mean of its frame features).
 
-    Methods: texture, 3DMM-CNN-like, Proposed and their fusions (:data:`.methods.FUSIONS`);
-    with ``cfg.experiments.fit_verification`` also the single-image fit's ``alpha_id`` (not a
-    row of the paper's Table 3, and the slowest to compute: every test image is fitted).
+    Methods: texture, 3DMM-CNN-like, Proposed, the rivals of ``experiments.rivals``
+    (3DDFA-like, its regressed ``alpha_id``) and the fusions (:data:`.methods.FUSIONS`);
+    with ``cfg.experiments.fit_verification`` also the single-image fit's ``alpha_id`` (the
+    paper's 3DMM row, and the slowest to compute: every test image is fitted).
     """
     exp = cfg.experiments
     ds = load_set(cfg, protocol)
     outs = method_outputs(cfg, protocol, shapes=False, fit=bool(exp.fit_verification))
-    feats = {m.name: outs[m.name]["feature"] for m in verification_methods() if m.name in outs}
+    feats = {m.name: outs[m.name]["feature"] for m in verification_methods(cfg) if m.name in outs}
     pairs = np.asarray(ds.pairs)
     if protocol.startswith("ytf"):
         seq = np.asarray(ds.sequence)
@@ -114,10 +118,11 @@ def _per_image(f: Callable) -> Callable:
 
 
 def _network_timers(nets: Mapping, model, x, batch_size: int, one_by_one: bool) -> dict:
-    """Timed callables of every network method of the methods table, image to shape (or, for
-    the texture network, to its feature: "<name> (feature only)"), in table order."""
+    """Timed callables of every network method of the main run, image to shape (or, for the
+    texture network, to its feature: "<name> (feature only)"), in table order. A rival is not
+    timed: 3DDFA-like is the 3DMM-CNN-like network with other weights, its time is that row's."""
     out = {}
-    for m in METHODS.values():
+    for m in active_methods():
         if m.source != "checkpoint":
             continue
         net = nets[m.phase]
@@ -145,7 +150,7 @@ def _cpu_speed(cfg: Config, model, nets: Mapping, x1, xb, lms, reps: int) -> lis
 
 def _gpu_speed(model, nets: Mapping, x1, xb, reps: int) -> list[pd.DataFrame]:
     """Table 4 on the first CUDA device: the networks, one image at a time and batched."""
-    g = {m.phase: copy.deepcopy(nets[m.phase]).cuda() for m in METHODS.values() if m.source == "checkpoint"}
+    g = {m.phase: copy.deepcopy(nets[m.phase]).cuda() for m in active_methods() if m.source == "checkpoint"}
     name = torch.cuda.get_device_name(0)
     frames = []
     for bs, x in ((1, x1), (len(xb), xb)):

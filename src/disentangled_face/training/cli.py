@@ -4,6 +4,7 @@
 
     python -m disentangled_face.training --config book [--phase all|phase1|...] [--resume]
     python -m disentangled_face.training --config book --set train.phase1.epochs=2 --set train.seed=1
+    python -m disentangled_face.training --config book --phase phase1 --targets single_image   # 3DDFA-like
     torchrun --nproc_per_node=8 -m disentangled_face.training --config paper
 
 The profile is read and validated once, here (:func:`~disentangled_face.config.load_config`).
@@ -35,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                     help="override one key of the profile, e.g. train.phase1.epochs=2 (a YAML value; repeatable)")
     ap.add_argument("--targets", default="fitted", choices=TARGETS,
-                    help="what Phase I/II regress: the 3DMM fits of the training images (the paper's "
-                         "targets, default) or the synthetic ground truth")
+                    help="what Phase I/II regress: the multi-image 3DMM fits of the training images (the "
+                         "paper's targets, default), each image's single-image fit (single_image: the "
+                         "3DDFA-like rival, --phase phase1) or the synthetic ground truth")
     ap.add_argument("--device", default=None, help="override train.device (cpu, cuda, cuda:N)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap

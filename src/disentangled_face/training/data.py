@@ -1,8 +1,9 @@
 """The training data (Sec. 3.3): the ``train`` protocol with its targets, split per subject.
 
 :func:`training_data` builds (or loads) the synthetic ``train`` protocol, its targets (the
-multi-image 3DMM fits of Sec. 3.3.2, or the true coefficients) and splits every subject's
-images into training and held-out ones (``train.val_fraction``).
+multi-image 3DMM fits of Sec. 3.3.2, the single-image fits of the 3DDFA-like rival, or the
+true coefficients) and splits every subject's images into training and held-out ones
+(``train.val_fraction``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from ..data.torch_dataset import FaceImageDataset
 
 __all__ = ["TrainingData", "training_data", "first_subjects", "split_per_subject", "TARGETS"]
 
-#: What the networks regress: the 3DMM fits (the paper) or the synthetic data's true coefficients.
-TARGETS = ("fitted", "ground_truth")
+#: What the networks regress: the multi-image 3DMM fits (``"fitted"``, the paper's), the 3DMM fit
+#: of every image on its own (``"single_image"``, the 3DDFA-like rival's) or the synthetic data's
+#: true coefficients (``"ground_truth"``).
+TARGETS = ("fitted", "single_image", "ground_truth")
 
 
 @dataclass
@@ -31,8 +34,9 @@ class TrainingData:
     Attributes
     ----------
     train : FaceImageDataset
-        Items ``{image, label, alpha_id, alpha_exp, ...}`` with the **fitted** (or, with
-        ``targets="ground_truth"``, the true) coefficients as targets.
+        Items ``{image, label, alpha_id, alpha_exp, ...}`` with the **fitted** (with
+        ``targets="single_image"`` each image's own fit; with ``targets="ground_truth"`` the
+        true) coefficients as targets.
     val : FaceImageDataset
         Held-out images of the same subjects: ``alpha_id`` / ``alpha_exp`` are the ground-truth
         coefficients (for the 3D error), ``fit_alpha_id`` / ``fit_alpha_exp`` the fitted ones.
@@ -87,10 +91,10 @@ def split_per_subject(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     return np.sort(np.asarray(tr, np.int64)), np.sort(np.asarray(va, np.int64))
 
 
-def _fitted_targets(cfg: Config, sset, progress: bool, model) -> tuple[np.ndarray, np.ndarray]:
+def _fitted_targets(cfg: Config, sset, progress: bool, model, kind: str = "fitted") -> tuple[np.ndarray, np.ndarray]:
     from ..fitting import build_targets, load_targets
 
-    t = load_targets(build_targets(cfg, model=model, progress=progress))
+    t = load_targets(build_targets(cfg, model=model, progress=progress, kind=kind))
     a_id, a_exp = np.asarray(t["alpha_id"], np.float32), np.asarray(t["alpha_exp"], np.float32)
     lab = np.asarray(t["label"])
     idx = np.asarray(t["index"]) if "index" in t else np.arange(len(a_id))
@@ -127,9 +131,12 @@ def training_data(cfg: Config, targets: str = "fitted", progress: bool = True,
     ----------
     cfg : Config
         The whole profile (``synth``, ``model``, ``fitting``, ``targets``, ``network``, ``train``).
-    targets : {"fitted", "ground_truth"}
+    targets : {"fitted", "single_image", "ground_truth"}
         ``"fitted"`` (the paper): the multi-image 3DMM fit (``fitting.build_targets``);
-        ``"ground_truth"``: the synthetic data's true coefficients (an upper bound).
+        ``"single_image"``: every image's own single-image fit (``fitting.build_targets`` with
+        ``kind="single_image"``, the 3DDFA-like rival); ``"ground_truth"``: the synthetic data's
+        true coefficients (an upper bound). The held-out split's ``fit_alpha_*`` are the same
+        kind of fit.
     in_memory : bool, optional
         Keep the images in memory, resized to ``network.input_size`` (default: when they take
         under 2 GB); else stream them from the HDF5 file.
@@ -143,14 +150,14 @@ def training_data(cfg: Config, targets: str = "fitted", progress: bool = True,
     from ..shape import load_model
 
     if targets not in TARGETS:
-        raise ValueError(f"targets must be 'fitted' or 'ground_truth', got {targets!r}")
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
     model = load_model(cfg.model)
     path = build_protocol("train", cfg.synth, model=model, progress=progress)
     sset = load_protocol(path)
     if targets == "ground_truth":
         a_fit, e_fit = sset.alpha_id.astype(np.float32), sset.alpha_exp.astype(np.float32)
     else:
-        a_fit, e_fit = _fitted_targets(cfg, sset, progress, model)
+        a_fit, e_fit = _fitted_targets(cfg, sset, progress, model, kind=targets)
     _, labels = np.unique(sset.label, return_inverse=True)
     tr, va = split_per_subject(labels, cfg.train.val_fraction, cfg.train.seed)
     n_subjects = int(labels.max()) + 1

@@ -99,8 +99,8 @@ def run_config(cfg: Config, targets: str = "fitted") -> dict:
     """The part of a profile that determines the trained networks (hashed into the run folder).
 
     The training images (the ``train`` protocol's file name, which hashes the generator's
-    config), the fitted targets' file name when ``targets == "fitted"`` (which hashes the fitter
-    options), the ``model`` and ``network`` sections, and ``train`` without ``sweep`` (it has its
+    config), the fitted targets' file name when ``targets`` is ``"fitted"`` or ``"single_image"``
+    (which hashes the fitter options and the kind of fit), the ``model`` and ``network`` sections, and ``train`` without ``sweep`` (it has its
     own folder) and without the settings that do not change the result (logging and checkpoint
     intervals, workers, threads), plus ``targets``. The test protocols' sizes and the rendering
     workers are not in it: changing them does not retrain the networks.
@@ -116,6 +116,8 @@ def run_config(cfg: Config, targets: str = "fitted") -> dict:
     data_key = {"train_protocol": protocol_path("train", cfg.synth).name}
     if targets == "fitted":
         data_key["fitted_targets"] = targets_path(cfg).name
+    elif targets == "single_image":
+        data_key["single_image_targets"] = targets_path(cfg, kind="single_image").name
     return {"model": d["model"], "data": data_key, "network": d["network"], "train": train, "targets": targets}
 
 
@@ -144,8 +146,9 @@ def train_pipeline(cfg: Config, progress: bool = True, phases: Sequence[str] = P
         prerequisites must then exist: phase2 needs phase1, phase3 needs phase2).
     resume : bool
         Continue interrupted phases from their state checkpoints.
-    targets : {"fitted", "ground_truth"}
-        See :func:`~.data.training_data`.
+    targets : {"fitted", "single_image", "ground_truth"}
+        See :func:`~.data.training_data`; each has its own run folder. The 3DDFA-like rival is
+        ``phases=("phase1",), targets="single_image"``.
     data : TrainingData, optional
         Reuse already loaded data.
     device : str, optional
@@ -209,12 +212,13 @@ def _train_one(cfg: Config, phase, data: TrainingData, ckpts: dict, run_dir: Pat
                 progress=progress, device=device, monitor=data.val)
 
 
-def _method_name(phase: str) -> str:
-    """The methods table's display name of a phase's checkpoint (Phase II has no method of its own)."""
+def _method_name(phase: str, targets: str = "fitted") -> str:
+    """The methods table's display name of a phase's checkpoint in a run trained on ``targets``
+    (Phase II has no method of its own, nor has a phase of a rival's run that it does not use)."""
     try:
-        return method_for_phase(phase).name
+        return method_for_phase(phase, targets).name
     except KeyError:
-        return "Phase I encoder + Phase II decoders"
+        return "Phase I encoder + Phase II decoders" if phase == "phase2" else f"{phase} on {targets} targets"
 
 
 def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int = BATCH_SIZE):
@@ -251,7 +255,7 @@ def evaluate_phases(trained: TrainedModels, data: TrainingData, batch_size: int 
         net = load_model(ck)
         ev = evaluate(net, data.val, m if phase.has_shape else None, batch_size)
         nan = float("nan")
-        rows.append({"network": p, "method": _method_name(p), "rmse_mm": ev.get("rmse_mm", nan),
+        rows.append({"network": p, "method": _method_name(p, trained.targets), "rmse_mm": ev.get("rmse_mm", nan),
                      "rmse_id_mm": ev.get("rmse_id_mm", nan), "acc": ev["acc"] if phase.classifier_trained else nan})
     items = [data.val[i] for i in range(len(data.val))]  # one pass over the held-out items
     a_fit, e_fit, a_gt, e_gt = (torch.stack([it[k] for it in items]).float()
