@@ -361,8 +361,9 @@ def test_single_image_targets_fit_every_image_alone(ict, tmp_path, monkeypatch):
     np.testing.assert_array_equal(S["label"], ds.label)       # the subjects, not the image indices
     np.testing.assert_array_equal(S["index"], np.arange(12))
     assert S["alpha_id"].shape == (12, ict.n_id) and S["objective"].shape[0] == 12
-    # exactly the single-image fit of those landmarks (built on two processes, 4-image chunks)
-    ref = fitting.fit_subjects(ict, np.asarray(ds.landmarks, np.float64), None, cfg.fitting)
+    # exactly the single-image fit of those landmarks in the same 4-image chunks, in one process
+    # (other chunk sizes agree up to float32 rounding, which an ill-posed fit can amplify)
+    ref = fitting.fit_subjects(ict, np.asarray(ds.landmarks, np.float64), None, cfg.fitting, chunk=4)
     np.testing.assert_allclose(S["alpha_id"], ref.alpha_id.astype(np.float32), rtol=0, atol=1e-6)
     np.testing.assert_allclose(S["alpha_exp"], ref.alpha_exp.astype(np.float32), rtol=0, atol=1e-6)
     for c in np.unique(ds.label):
@@ -423,13 +424,17 @@ def test_another_scheme_raises(ict):
 @pytest.mark.parametrize("yaw", [(-90.0, 90.0), (-80.0, 80.0)])
 def test_correct_landmarks_pass_silently_at_every_yaw(ict, yaw):
     """The book's synthetic fits: no order error and no soft-sign warning, up to profile views."""
-    syn = fitting.simulate_landmarks(ict, 40, 5, noise_px=1.0, yaw_deg=yaw, seed=11)
+    book = load_config("book")   # its jaw landmarks (on the silhouette) and fitter (marching)
+    syn = fitting.simulate_landmarks(ict, 40, 5, noise_px=1.0, yaw_deg=yaw, seed=11,
+                                     jaw_landmarks=book.synth.jaw_landmarks)
     d = fq.order_diagnostics(ict, syn.landmarks)
-    assert d["facing"].min() > -0.1 and d["rmse_iod"].max() < 0.2
+    # the order check's rigid fit ties the jaw to fixed vertices: silhouette jaw points cost it up
+    # to about 0.26 inter-ocular distances at profile views, far from a wrong order's residual
+    assert d["facing"].min() > -0.1 and d["rmse_iod"].max() < 0.35
     assert (d["rmse_swapped_iod"] > 0.8 * d["rmse_iod"]).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, load_config("book").fitting)
+        fit = fitting.fit_subjects(ict, syn.landmarks, syn.label, book.fitting)
     q = fit.quality
     assert q.ok and q.residuals_px.shape == (200, 68) and q.max_abs_alpha_id.shape == (40,)
     np.testing.assert_allclose(q.reprojection_iod * q.interocular_px, fit.rmse_px, rtol=1e-5)

@@ -293,7 +293,7 @@ class FittingConfig(_Section):
 class TargetsConfig(_Section):
     """``targets:``: building the training targets (the ``train`` protocol fitted, Sec. 3.3.2).
 
-    ``chunk``: subjects fitted per batch (memory only; the targets do not depend on it).
+    ``chunk``: subjects fitted per batch (memory; the targets change only by float32 rounding).
     ``workers``: processes fitting chunks in parallel, for the targets and for the test sets'
     single-image fits (speed only; results do not depend on it; null: 1).
     """

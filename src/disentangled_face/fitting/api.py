@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -392,8 +394,15 @@ def _chunk_results(model, y, subj, S, chunk, opts, exp_solver, verbose, workers)
     workers = max(1, min(int(workers or 1), os.cpu_count() or 1))
     if workers > 1 and len(spans) >= 2 * workers:
         ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with ctx.Pool(workers, initializer=_fit_worker_init, initargs=(model, y, subj, opts, exp_solver)) as pool:
-            yield from pool.imap(_fit_worker_chunk, spans)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_fit_worker_init,
+                                     initargs=(model, y, subj, opts, exp_solver)) as pool:
+                yield from pool.map(_fit_worker_chunk, spans)
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory, or a script without a main guard)
+            raise RuntimeError(
+                f"a fitting worker process died ({exc}); in a script, call the fitter under "
+                "`if __name__ == '__main__':` (worker processes are spawned and import it), or pass "
+                "workers=1 (targets.workers: 1)") from None
         return
     for s0, s1 in spans:
         sel = np.flatnonzero((subj >= s0) & (subj < s1))
@@ -440,8 +449,8 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     options : FittingConfig, optional
         The fitter options (``cfg.fitting``); default: :class:`FittingConfig`'s defaults.
     chunk : int, optional
-        Fit at most this many subjects per batch (``cfg.targets.chunk``; bounds memory, results
-        do not depend on it). With ``workers`` > 1 and no ``chunk``, the subjects are split
+        Fit at most this many subjects per batch (``cfg.targets.chunk``; bounds memory; results
+        change only by float32 rounding, which an ill-posed fit can amplify). With ``workers`` > 1 and no ``chunk``, the subjects are split
         into four chunks per process.
     workers : int, optional
         Processes fitting chunks in parallel (``cfg.targets.workers``; spawned, one torch
@@ -461,6 +470,8 @@ def fit_subjects(model: MorphableModel, landmarks: Any, labels: Any = None, opti
     ------
     ValueError
         Degenerate landmarks (as :func:`fit_shape_and_pose`), or ``labels`` not of length N.
+    RuntimeError
+        With ``workers`` > 1, when a worker process dies (the message says what to check).
     LandmarkOrderError
         (a ValueError) Landmarks decisively not in iBUG order (as :func:`fit_shape_and_pose`).
     ConfigError
