@@ -21,7 +21,8 @@ def ict():
 
 @pytest.fixture(scope="module")
 def book_fitting():
-    return load_config("book").fitting
+    """The book's fitter options with fixed jaw vertices (``contour`` is switched per test)."""
+    return load_config("book", {"fitting.contour": "none"}).fitting
 
 
 def _silhouette(model, a_id, yaw_deg, pitch_deg=0.0, roll_deg=0.0):
@@ -95,8 +96,8 @@ def test_simulated_contour_landmarks_share_the_draws(ict):
 def test_default_keys_stay_out_of_the_hashes():
     assert "jaw_landmarks" not in SynthConfig().to_dict()
     assert "contour" not in FittingConfig().to_dict()
-    cfg = load_config("book")
-    assert "jaw_landmarks" not in cfg.synth.protocol("train")
+    cfg = load_config("book", {"synth.jaw_landmarks": "fixed", "fitting.contour": "none"})
+    assert "jaw_landmarks" not in cfg.synth.protocol("train") and "contour" not in cfg.fitting.to_dict()
     on = with_overrides(cfg, {"synth.jaw_landmarks": "contour", "fitting.contour": "marching"})
     assert on.synth.protocol("train")["jaw_landmarks"] == "contour"
     assert on.fitting.to_dict()["contour"] == "marching"

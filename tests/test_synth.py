@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from disentangled_face import data
-from disentangled_face.config import ConfigError, load_config
+from disentangled_face.config import ConfigError, _validate, load_config
 from disentangled_face.data import build as synth_build
 from disentangled_face.data.synthset import _REQUIRED
 from disentangled_face.shape import camera
@@ -24,8 +24,12 @@ TINY = {"seed": 7, "batch": 16, "workers": 1, "protocols": {
 
 
 def tiny(**changes):
-    """The tiny ``synth`` section (a validated SynthConfig), with top-level keys changed."""
-    return load_config("book", {f"synth.{k}": v for k, v in {**TINY, **changes}.items()}).synth
+    """The tiny ``synth`` section (a validated SynthConfig), with top-level keys changed: its
+    ``protocols`` replace the book's whole (an override would merge them key by key), and the
+    jaw landmarks are the fixed landmark vertices unless a test asks for the silhouette."""
+    raw = load_config("book").to_dict()
+    raw["synth"] = {**raw["synth"], "jaw_landmarks": "fixed", **TINY, **changes}
+    return _validate(raw, "tiny test profile").synth
 
 
 @pytest.fixture(scope="module")
