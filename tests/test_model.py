@@ -128,3 +128,18 @@ def test_landmark_index_files_one_based(tmp_path):
         load_landmark_indices(np.arange(68) + 600, 500)
     with pytest.raises(ValueError, match="expected 68"):
         load_landmark_indices(np.arange(5), 500)
+
+
+def test_expression_energy_in_identity_span_analytic():
+    """A blendshape equal to an identity mode keeps all its energy, one orthogonal to them none,
+    and their normalised sum half."""
+    import numpy as np
+
+    from disentangled_face.shape import MorphableModel, expression_energy_in_identity_span
+
+    e = np.eye(9)
+    ident = np.stack([e[0], e[1]]).reshape(2, 3, 3) * [[[2.0]], [[0.5]]]
+    exp = np.stack([e[1], e[5], (e[0] + e[5]) / np.sqrt(2), 3 * e[0] - e[1]]).reshape(4, 3, 3)
+    m = MorphableModel(mean=np.zeros((3, 3)), id_basis=ident, exp_basis=exp, triangles=np.zeros((0, 3), int),
+                       landmarks=np.zeros(0, int), exp_names=["same", "orthogonal", "half", "inside"])
+    np.testing.assert_allclose(expression_energy_in_identity_span(m).to_numpy(), [1.0, 0.0, 0.5, 1.0], atol=1e-12)

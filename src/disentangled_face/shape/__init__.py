@@ -14,9 +14,11 @@ from ..config import ModelConfig
 from . import camera
 from .bfm import load_bfm2009
 from .morphable import NOSE_TIP_LANDMARK, MorphableModel, load_landmark_indices
+from .overlap import expression_energy_in_identity_span
 from .procrustes import apply_similarity, similarity_procrustes
 
 __all__ = ["MorphableModel", "NOSE_TIP_LANDMARK", "load_landmark_indices", "load_ict_facekit",
+           "expression_energy_in_identity_span",
            "fetch_ict_facekit", "load_bfm2009", "load_model", "camera", "ModelNotFoundError",
            "HashMismatchError", "similarity_procrustes", "apply_similarity"]
 
