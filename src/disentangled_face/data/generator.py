@@ -2,7 +2,7 @@
 
 Generator
 ---------
-* A **subject** (global id ``g``) is ``alpha_id ~ N(0, I)`` (the model prior, Eq. 3) and a
+* A **subject** (global id ``g``) is ``alpha_id ~ N(0, I)`` (the model prior, Eq. 6) and a
   per-subject **albedo**: a skin tone, smooth low-frequency colour variation over the mesh
   (random Fourier features of the vertex positions), lip and cheek colour, eyebrows and a
   hairline with a hair colour. Both shape and texture carry identity. Everything about a

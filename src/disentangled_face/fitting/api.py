@@ -56,7 +56,7 @@ class ShapeAndPose(ImageParameters):
     alpha_id: np.ndarray
 
     def shapes(self, model: MorphableModel) -> np.ndarray:
-        """Fitted full shapes ``s_i`` (M, n, 3), mm (Eq. 3)."""
+        """Fitted full shapes ``s_i`` (M, n, 3), mm (Eq. 6)."""
         return model.shape(np.repeat(self.alpha_id[None], len(self.f), 0), self.alpha_exp)
 
     def identity_shape(self, model: MorphableModel) -> np.ndarray:

@@ -121,7 +121,7 @@ class DisentangledFaceNet(nn.Module):
         """Set the decoders to the 3DMM bases: ``W_id = A_id diag(scale_id)``, ``W_res = A_exp diag(scale_exp)``.
 
         With ``c = alpha / scale`` (:class:`CodeScaler`) the decoded shape then equals
-        ``model.shape(alpha_id, alpha_exp)`` (Eq. 3) up to float rounding.
+        ``model.shape(alpha_id, alpha_exp)`` (Eq. 6) up to float rounding.
 
         Raises
         ------

@@ -8,7 +8,7 @@ Normalisation and units, used consistently by every phase:
 
   in **mm²**: the mean over the batch of the mean squared per-vertex distance, so
   ``sqrt(L_R)`` is the root-mean-square vertex error in mm. ``s_fit`` is the fitted shape
-  ``model.shape(alpha_id, alpha_exp)`` (Eq. 3) of the image's multi-image 3DMM fit (Sec. 3.3.2).
+  ``model.shape(alpha_id, alpha_exp)`` (Eq. 6) of the image's multi-image 3DMM fit (Sec. 3.3.2).
 * **Identification** ``L_C``: softmax cross-entropy (natural log, mean over the batch) of a
   linear classifier on ``c_id`` over the training subjects.
 * **Joint** (Eq. 5): ``L = lambda_r * L_R + L_C``.
@@ -96,7 +96,7 @@ def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, 
 def shape_energy_weights(model, scaler) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-code weights that make the Phase I code loss a shape error (the ``shape_energy`` loss).
 
-    A code error ``dc_k`` moves the decoded shape by ``A_k scale_k dc_k`` (Eq. 3 with
+    A code error ``dc_k`` moves the decoded shape by ``A_k scale_k dc_k`` (Eq. 6 with
     ``alpha = scale * c``), whose mean squared per-vertex length is ``w_k dc_k²`` with
     ``w_k = ||A_k||² scale_k² / n`` (mm² per vertex). Weighting the code loss by ``w_k`` makes
     it the 3DMM-decoded shape error (exactly when the basis columns are orthogonal, as PCA

@@ -4,9 +4,9 @@ A face shape is the vector of n 3D vertices, flattened as in Eq. 1::
 
     s = [x1, y1, z1, x2, y2, z2, ..., xn, yn, zn]^T  (3n,)
 
-and, equivalently here, an ``(n, 3)`` array. The 3DMM of Eq. 3 writes
+and, equivalently here, an ``(n, 3)`` array. The 3DMM of Eq. 6 writes
 
-    s = s_mean + A_id alpha_id + A_exp alpha_exp                         (Eq. 3)
+    s = s_mean + A_id alpha_id + A_exp alpha_exp                         (Eq. 6)
 
 and the paper's decomposition (Eq. 2) names the two deltas
 
@@ -49,7 +49,7 @@ def _is_torch(x: Any) -> bool:
 
 @dataclass
 class MorphableModel:
-    """A linear 3D morphable model with identity and expression parts (paper Eq. 1-3).
+    """A linear 3D morphable model with identity and expression parts (paper Eq. 1-3 and 6).
 
     Parameters
     ----------
@@ -139,12 +139,12 @@ class MorphableModel:
 
     @property
     def A_id(self) -> np.ndarray:
-        """Identity basis as the (3n, k_id) matrix of Eq. 3, mm per unit ``alpha_id``."""
+        """Identity basis as the (3n, k_id) matrix of Eq. 6, mm per unit ``alpha_id``."""
         return self.id_basis.reshape(self.n_id, -1).T
 
     @property
     def A_exp(self) -> np.ndarray:
-        """Expression basis as the (3n, k_exp) matrix of Eq. 3, mm per unit ``alpha_exp``."""
+        """Expression basis as the (3n, k_exp) matrix of Eq. 6, mm per unit ``alpha_exp``."""
         return self.exp_basis.reshape(self.n_exp, -1).T
 
     @property
@@ -223,7 +223,7 @@ class MorphableModel:
         return out.reshape(*out.shape[:-2], -1) if flat else out
 
     def shape(self, alpha_id: Array, alpha_exp: Array | None = None, flat: bool = False) -> Array:
-        """Full shape ``s = s_mean + A_id alpha_id + A_exp alpha_exp`` (Eq. 3).
+        """Full shape ``s = s_mean + A_id alpha_id + A_exp alpha_exp`` (Eq. 6).
 
         Parameters
         ----------
