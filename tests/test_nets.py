@@ -164,3 +164,48 @@ def test_batchnorm_option_is_off_by_default_and_starts_units_as_identity():
         SphereFace20(width=0.125, norm="layer")
     with pytest.raises(ConfigError, match="network.norm"):
         load_config("book", {"network.norm": "layer"})
+
+
+def test_reconstruction_loss_conventions():
+    """per_vertex: mean squared distance per vertex; caffe: the sum over 3n coordinates / 2 (per
+    sample), n/2 times the per-vertex value; an unknown convention is refused."""
+    import torch
+
+    from disentangled_face.networks import losses
+
+    d = torch.zeros(4, 3 * 5)
+    d[:, 0] = 3.0                       # one vertex 3 mm off in every shape of 5 vertices
+    assert float(losses.reconstruction_loss(d, torch.zeros_like(d))) == pytest.approx(9 / 5)
+    assert float(losses.reconstruction_loss(d, torch.zeros_like(d), "caffe")) == pytest.approx(9 / 2)
+    with pytest.raises(ValueError, match="convention"):
+        losses.reconstruction_loss(d, d, "sum")
+    loss, parts = losses.joint_loss(d, torch.zeros_like(d), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 0.5,
+                                    "caffe")
+    assert float(parts["L_R"]) == pytest.approx(4.5) and float(loss) == pytest.approx(0.5 * 4.5 + float(parts["L_C"]))
+
+
+def test_phase3_step_uses_the_profiles_l_r_convention():
+    """train.phase3.l_r reaches the trainer's step: caffe's L_R is n/2 times the per-vertex one."""
+    import numpy as np
+    import torch
+
+    from disentangled_face.config import Phase3Config
+    from disentangled_face.networks import CodeScaler, DisentangledFaceNet
+    from disentangled_face.shape import load_ict_facekit
+    from disentangled_face.training import PhaseStep, get_phase
+
+    model = load_ict_facekit().subset(10, 5)
+    a_id, a_exp = model.sample(4, rng=0)
+    torch.manual_seed(0)
+    net = DisentangledFaceNet(model.n_vertices, model.n_id, model.n_exp, 3, s_mean=model.s_mean, width=0.125,
+                              input_size=(56, 48), scaler=CodeScaler.fit(a_id, a_exp, margin=1.25)).eval()
+    batch = dict(image=torch.zeros(4, 3, 112, 96), label=torch.tensor([0, 1, 2, 0]),
+                 alpha_id=torch.as_tensor(a_id, dtype=torch.float32), alpha_exp=torch.as_tensor(a_exp, dtype=torch.float32))
+    parts = {}
+    for conv in ("per_vertex", "caffe"):
+        step = PhaseStep(get_phase("phase3"), net, model, Phase3Config(l_r=conv))
+        step.lambda_r = 1.0
+        with torch.no_grad():
+            parts[conv] = step(**batch)[1]
+    np.testing.assert_allclose(float(parts["caffe"]["L_R"]), float(parts["per_vertex"]["L_R"]) * model.n_vertices / 2,
+                               rtol=1e-4)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Optional, TypeVar
@@ -37,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ._overrides import OverrideError, set_dotted
+from ._yaml import DuplicateKeyError, ProfileLoader
 from .paths import config_hash
 
 PROFILES = ("book", "paper")
@@ -393,10 +393,14 @@ class Phase3Config(PhaseConfig):
     then ``epochs_after_switch`` epochs at the second value. ``classifier_init``: the softmax
     classifier on ``c_id`` starts ``random`` (PyTorch's default) or at ``class_means``, the
     nearest-class-mean classifier of the Phase I codes (:meth:`~disentangled_face.networks.DisentangledFaceNet.init_classifier_from_codes`;
-    the paper does not say how it starts).
+    the paper does not say how it starts). ``l_r``: the convention of ``L_R``, ``per_vertex``
+    (mm² per vertex) or ``caffe`` (the paper's framework: n/2 times larger; left out of the
+    run hash at ``per_vertex``; :func:`~disentangled_face.networks.losses.reconstruction_loss`).
     """
 
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("l_r",)
     lambda_r: tuple[float, ...] = (0.5, 1.0)
+    l_r: Literal["per_vertex", "caffe"] = "per_vertex"
     classifier_init: Literal["random", "class_means"] = "random"
     plateau_patience: int = Field(2, ge=1)
     plateau_min_delta: float = Field(0.01, ge=0)
@@ -540,6 +544,7 @@ class Config(_Section):
         out["synth"] = {**_omit_defaults(self.synth, self.synth.model_dump(mode="json", exclude={"protocols"})),
                         "protocols": self.synth.protocols.to_dict()}
         out["fitting"] = self.fitting.to_dict()
+        out["train"]["phase3"] = self.train.phase3.to_dict()
         return out
 
 
@@ -616,37 +621,6 @@ def _validate(raw: Mapping[str, Any], source: str) -> Config:
         raise ConfigError(f"{source}: values must be YAML scalars, lists or mappings ({exc})") from None
 
 
-class _ProfileLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats (``1e-3`` is a number, not a string) and
-    duplicate keys refused (a second ``phase1:`` would silently replace the first)."""
-
-
-_ProfileLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
-                                          for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_ProfileLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}; first given on "
-                              f"line {seen[key] + 1}): each key may appear once per section")
-        seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_ProfileLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _read_profile(profile: str | os.PathLike) -> tuple[dict[str, Any], str]:
     if isinstance(profile, str) and profile in PROFILES:
         text = resources.files(__package__).joinpath("configs", f"{profile}.yaml").read_text()
@@ -657,10 +631,10 @@ def _read_profile(profile: str | os.PathLike) -> tuple[dict[str, Any], str]:
             raise ConfigError(f"unknown profile {profile!r}: expected one of {PROFILES} or a YAML file path")
         text, source = path.read_text(), str(path)
     try:
-        raw = yaml.load(text, Loader=_ProfileLoader) or {}
+        raw = yaml.load(text, Loader=ProfileLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
-    except ConfigError as exc:
+    except DuplicateKeyError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections {SECTIONS}")

@@ -9,6 +9,11 @@ Normalisation and units, used consistently by every phase:
   in **mm²**: the mean over the batch of the mean squared per-vertex distance, so
   ``sqrt(L_R)`` is the root-mean-square vertex error in mm. ``s_fit`` is the fitted shape
   ``model.shape(alpha_id, alpha_exp)`` (Eq. 6) of the image's multi-image 3DMM fit (Sec. 3.3.2).
+  This is the ``per_vertex`` convention (``train.phase3.l_r``). The paper trains in Caffe,
+  whose Euclidean loss sums over all 3n coordinates and divides by 2B: the ``caffe``
+  convention, ``(1/B) sum_b ||s_pred - s_fit||² / 2 = (n / 2) L_R`` per vertex, which weighs
+  the same per-vertex error n/2 times more against ``L_C`` (the paper's mesh has 29,495
+  vertices, ours 9,409; the paper does not state its units, so ``caffe`` here is in mm²).
 * **Identification** ``L_C``: softmax cross-entropy (natural log, mean over the batch) of a
   linear classifier on ``c_id`` over the training subjects.
 * **Joint** (Eq. 5): ``L = lambda_r * L_R + L_C``.
@@ -27,29 +32,41 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: prediction and target must both be (B, d), got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def reconstruction_loss(s_pred: torch.Tensor, s_fit: torch.Tensor) -> torch.Tensor:
+L_R_CONVENTIONS = ("per_vertex", "caffe")
+
+
+def reconstruction_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, convention: str = "per_vertex") -> torch.Tensor:
     """Euclidean reconstruction loss ``L_R`` in mm² (Eq. 5; normalisation in the module doc).
 
     Parameters
     ----------
     s_pred, s_fit : tensor, shape (B, 3n)
         Predicted and fitted shapes (or shape deltas) in mm, Eq. 1 layout.
+    convention : {"per_vertex", "caffe"}
+        ``per_vertex``: ``mean_b ||s_pred - s_fit||² / n``; ``caffe``: ``mean_b ||.||² / 2``
+        (Caffe's EuclideanLoss, the paper's framework).
 
     Returns
     -------
     tensor, scalar
-        ``mean_b ||s_pred - s_fit||² / n``, mm².
+        mm².
 
     Raises
     ------
     ValueError
-        When the shapes differ or the last axis is not a multiple of 3.
+        When the shapes differ, the last axis is not a multiple of 3, or the convention is unknown.
+
+    >>> d = torch.ones(2, 6)            # two shapes of 2 vertices, every coordinate 1 mm off
+    >>> float(reconstruction_loss(d, torch.zeros(2, 6))), float(reconstruction_loss(d, torch.zeros(2, 6), "caffe"))
+    (3.0, 3.0)
     """
     _check_pair(s_pred, s_fit, "reconstruction_loss")
     if s_pred.shape[1] % 3:
         raise ValueError(f"reconstruction_loss: last axis must be 3n, got {s_pred.shape[1]}")
+    if convention not in L_R_CONVENTIONS:
+        raise ValueError(f"reconstruction_loss: convention must be one of {L_R_CONVENTIONS}, got {convention!r}")
     n = s_pred.shape[1] // 3
-    return (s_pred.float() - s_fit.float()).pow(2).sum(1).mean() / n
+    return (s_pred.float() - s_fit.float()).pow(2).sum(1).mean() / (n if convention == "per_vertex" else 2)
 
 
 def identification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -73,8 +90,9 @@ def identification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-               lambda_r: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L = lambda_r * L_R + L_C`` (Eq. 5).
+               lambda_r: float, convention: str = "per_vertex") -> tuple[torch.Tensor, dict[str, float]]:
+    """``L = lambda_r * L_R + L_C`` (Eq. 5), ``L_R`` in the given ``convention``
+    (:func:`reconstruction_loss`).
 
     Returns
     -------
@@ -85,7 +103,7 @@ def joint_loss(s_pred: torch.Tensor, s_fit: torch.Tensor, logits: torch.Tensor, 
     """
     if lambda_r < 0:
         raise ValueError(f"lambda_r must be >= 0, got {lambda_r}")
-    l_r = reconstruction_loss(s_pred, s_fit)
+    l_r = reconstruction_loss(s_pred, s_fit, convention)
     l_c = identification_loss(logits, labels)
     loss = lambda_r * l_r + l_c
     acc = (logits.argmax(1) == labels).float().mean()

@@ -16,7 +16,8 @@ import argparse
 import yaml
 from typing import Sequence
 
-from ..config import ConfigError, _ProfileLoader, load_config
+from .._yaml import ProfileLoader
+from ..config import ConfigError, load_config
 from .data import TARGETS
 from .distributed import close_distributed, dist_info
 from .phases import PHASES
@@ -51,7 +52,7 @@ def _overrides(items: Sequence[str], ap: argparse.ArgumentParser) -> dict:
         if not sep or not key:
             ap.error(f"--set expects KEY=VALUE (e.g. train.phase1.epochs=2), got {item!r}")
         try:
-            out[key.strip()] = yaml.load(value, Loader=_ProfileLoader)
+            out[key.strip()] = yaml.load(value, Loader=ProfileLoader)
         except yaml.YAMLError as exc:
             ap.error(f"--set {key}: not a YAML value ({exc})")
     return out

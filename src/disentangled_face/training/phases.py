@@ -255,7 +255,8 @@ class Phase3(Phase):
         with torch.autocast(c_id.device.type, enabled=False):
             _, _, shape = net.decode(c_id.float(), c_res.float())
             s_fit = step.mean + alpha_id.float() @ step.A_id.T + alpha_exp.float() @ step.A_exp.T
-            return losses.joint_loss(shape, s_fit, logits.float(), label, step.lambda_r)
+            return losses.joint_loss(shape, s_fit, logits.float(), label, step.lambda_r,
+                                     getattr(step.pcfg, "l_r", "per_vertex"))
 
 
 class TexturePhase(Phase):
@@ -307,7 +308,7 @@ class PhaseStep(nn.Module):
 
     def __init__(self, phase: Phase, net: nn.Module, model=None, pcfg: PhaseConfig | None = None):
         super().__init__()
-        self.net, self.phase = net, phase
+        self.net, self.phase, self.pcfg = net, phase, pcfg
         self.lambda_r = 0.0
         self.code_weights: tuple = (None, None)  # Phase I's per-code weights (the shape_energy loss)
         phase.check_model(net, model)
