@@ -256,12 +256,12 @@ def _pair_rows(r: ReconResult, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def yaw_columns(r: ReconResult, rival: str, metric: str = "rmse_mm") -> pd.DataFrame:
-    """Table 1 column by column: Proposed against ``rival`` at each pooled |yaw| (±m together).
+    """Table 1 column by column: Proposed against ``rival`` at each pooled ``|yaw|`` (±m together).
 
     Returns
     -------
     DataFrame
-        Indexed by |yaw| in degrees (largest first, 0 last, as the paper's Table 1): ``n``
+        Indexed by ``|yaw|`` in degrees (largest first, 0 last, as the paper's Table 1): ``n``
         (images), ``Proposed`` and ``rival`` (mean ``metric``), ``p`` (two-sided Wilcoxon
         signed-rank test of the per-image paired errors, :func:`paired_test`), ``p Holm``
         (Holm-adjusted over the columns, :func:`holm`), ``detectable`` (the mean difference
@@ -280,14 +280,14 @@ def yaw_columns(r: ReconResult, rival: str, metric: str = "rmse_mm") -> pd.DataF
 
 
 def yaw_slopes(r: ReconResult, method: str, metric: str = "rmse_mm") -> pd.Series:
-    """Each subject's least-squares slope of ``metric`` on |yaw| (per :data:`SLOPE_STEP_DEG` degrees).
+    """Each subject's least-squares slope of ``metric`` on ``|yaw|`` (per :data:`SLOPE_STEP_DEG` degrees).
 
     Needs the ``subject`` column (:func:`.reconstruction.reconstruction_vs_yaw` with ``subjects``).
 
     Raises
     ------
     ValueError
-        Without subjects, or a subject seen at fewer than two |yaw| values.
+        Without subjects, or a subject seen at fewer than two ``|yaw|`` values.
     """
     e = r.errors
     if "subject" not in e.columns:
@@ -336,7 +336,7 @@ def _paper_table1(rival: str, what: str) -> str:
 
 
 def _columns_claim(r: ReconResult | None, rival: str, metric: str, unit: str) -> Claim:
-    """Table 1: Proposed lower than ``rival`` at every pooled |yaw| (per-column Wilcoxon tests).
+    """Table 1: Proposed lower than ``rival`` at every pooled ``|yaw|`` (per-column Wilcoxon tests).
 
     Verdict: *supported* when Proposed's mean is lower in every column and every column's test
     gives p < ALPHA; the claim is an intersection ("in every column"), so its p-value is the
@@ -372,9 +372,9 @@ def _columns_claim(r: ReconResult | None, rival: str, metric: str, unit: str) ->
 
 
 def _slope_claim(r: ReconResult | None, rival: str, metric: str, unit: str) -> Claim:
-    """Table 1: Proposed's error grows less with |yaw| than ``rival``'s (subject slopes, Wilcoxon).
+    """Table 1: Proposed's error grows less with ``|yaw|`` than ``rival``'s (subject slopes, Wilcoxon).
 
-    Each subject's least-squares slope of error on |yaw| (:func:`yaw_slopes`, both signs of yaw
+    Each subject's least-squares slope of error on ``|yaw|`` (:func:`yaw_slopes`, both signs of yaw
     pooled) is computed for both methods; the paired slope differences over subjects are tested
     with a two-sided Wilcoxon signed-rank test. Subjects, not images, are the units: a subject's
     19 renderings share one face, so their errors are not independent.
@@ -627,11 +627,11 @@ def claims(results: Mapping[str, Any], metric: str = "rmse_mm") -> list[Claim]:
     Reconstruction (Proposed against every rival present in the results; the mean face is
     no rival; a ``3DDFA-like`` run, where one exists, is judged like the others):
 
-    * Table 1, lower error at every |yaw| (±yaw pooled into the paper's columns): one
+    * Table 1, lower error at every ``|yaw|`` (±yaw pooled into the paper's columns): one
       Wilcoxon test per column; *supported* only when every column is significantly lower
       (the largest column p-value is the claim's), the columns where it holds counted with
       Holm's correction (:func:`_columns_claim`);
-    * Table 1, error growing less with |yaw|: per-subject slopes of error on |yaw|, paired
+    * Table 1, error growing less with ``|yaw|``: per-subject slopes of error on ``|yaw|``, paired
       Wilcoxon over subjects (:func:`_slope_claim`);
     * Table 2 (micc-like, against 3DMM-CNN-like and 3DDFA-like) and Figs. 6-7 (mean over the
       expressions, against every rival for Fig. 6, naming a missing 3DDFA-like run, and

@@ -8,7 +8,7 @@ For images ``i = 1..M`` of one subject the fitter minimises (Eq. 7)::
 three steps, each a linear solve with the other two blocks fixed; :func:`alternate` is the loop
 (paper Sec. 3.3.2: about 7 iterations). Every step keeps each subject's ``E`` from increasing,
 and a subject that has converged keeps its state, so the batching changes results only by
-float32 rounding (which an ill-posed fit, |alpha| of several SD, can amplify).
+float32 rounding (which an ill-posed fit, ``|alpha|`` of several SD, can amplify).
 
 The normal equations are formed without the (2L, k) design matrices: with
 ``P^T P = I - e_z e_z^T``, ``A^T A = w^2 sum_de (R_2^T R_2)_de G_de`` with constant (k, k)

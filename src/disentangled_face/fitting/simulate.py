@@ -152,7 +152,8 @@ def shape_rmse(a: np.ndarray, b: np.ndarray, vertices: np.ndarray | None = None,
 
 def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1, 2, 4, 8, 16),
                              n_subjects: int = 20, noise_px: float = 1.0, seed: int = 0,
-                             options: FittingConfig | None = None, **overrides: Any) -> dict[str, np.ndarray]:
+                             options: FittingConfig | None = None, jaw_landmarks: str = "fixed",
+                             **overrides: Any) -> dict[str, np.ndarray]:
     """Identity error of the multi-image fit against the number of images per subject.
 
     ``n_subjects`` random subjects are each seen in ``max(n_images)`` random poses with
@@ -163,7 +164,8 @@ def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1
     ``s_mean + A_id alpha_id``: with no alignment over the whole mesh (``rmse_mesh``) and over
     the 68 landmark vertices (``rmse_landmarks``), and over the whole mesh after a similarity
     alignment on the 68 landmarks (``rmse_mesh_aligned``; weak perspective cannot see a face's
-    absolute size, which the scale of that alignment removes).
+    absolute size, which the scale of that alignment removes). ``jaw_landmarks`` is
+    :func:`simulate_landmarks`'s (``cfg.synth.jaw_landmarks``, to match ``options.contour``).
 
     Returns
     -------
@@ -172,7 +174,8 @@ def identity_error_vs_images(model: MorphableModel, n_images: Sequence[int] = (1
         (K, n_subjects) mm; ``reproj_px`` (K,) mean landmark reprojection RMSE.
     """
     n_images = [int(M) for M in n_images]
-    syn = simulate_landmarks(model, n_subjects, max(n_images), noise_px=noise_px, seed=seed)
+    syn = simulate_landmarks(model, n_subjects, max(n_images), noise_px=noise_px, seed=seed,
+                             jaw_landmarks=jaw_landmarks)
     true = model.identity_shape(syn.alpha_id)
     pos = np.arange(len(syn.label)) % max(n_images)   # image index within its subject
     mesh, lmk, mesh_al, rep = [], [], [], []
