@@ -9,6 +9,7 @@ import pytest
 from disentangled_face import evaluation as E
 from disentangled_face.evaluation import metrics
 from disentangled_face.shape import MorphableModel
+from synthetic_inputs import verification_features
 
 C = importlib.import_module("disentangled_face.evaluation.claims")  # the module (E.claims is the function)
 
@@ -180,21 +181,8 @@ def _recon_setup(toy, n, seed=0, grow=None):
     return a_id, truth, good, bad
 
 
-def _features(n_subj=40, per=5, d=16, noise=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_subj, d))
-    label = np.repeat(np.arange(n_subj), per)
-    F = centres[label] + noise * rng.normal(size=(label.size, d))
-    gen = [(i * per + a, i * per + b) for i in range(n_subj) for a in range(per) for b in range(a + 1, per)]
-    gen = np.array(gen)[rng.permutation(len(gen))[:300]]
-    imp = []
-    while len(imp) < 300:
-        i, j = rng.integers(0, label.size, 2)
-        if label[i] != label[j]:
-            imp.append((i, j))
-    pairs = np.concatenate([gen, np.array(imp)])
-    same = np.r_[np.ones(300, bool), np.zeros(300, bool)]
-    folds = np.r_[np.arange(300) % 10, np.arange(300) % 10]
+def _features(**kw):
+    F, _, pairs, same, folds = verification_features(**kw)
     return F, pairs, same, folds
 
 

@@ -9,6 +9,7 @@ from disentangled_face.config import ConfigError, ExperimentsConfig, load_config
 from disentangled_face.evaluation import paper_results as P
 from disentangled_face.plotting.experiments import bases_figures, recon_figure, roc_figure
 from disentangled_face.shape import MorphableModel
+from synthetic_inputs import verification_features
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +66,7 @@ def test_experiment_figures(toy):
     assert len(fig_id.data) == 4 and len(fig_res.data) == 4  # Phase II and III rows, two columns each
 
 
-def _features(n_subj=40, per=5, d=16, noise=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_subj, d))
-    label = np.repeat(np.arange(n_subj), per)
-    F = centres[label] + noise * rng.normal(size=(label.size, d))
-    # 300 genuine and 300 impostor pairs in 10 folds
-    gen = [(i * per + a, i * per + b) for i in range(n_subj) for a in range(per) for b in range(a + 1, per)]
-    gen = np.array(gen)[rng.permutation(len(gen))[:300]]
-    imp = []
-    while len(imp) < 300:
-        i, j = rng.integers(0, label.size, 2)
-        if label[i] != label[j]:
-            imp.append((i, j))
-    pairs = np.concatenate([gen, np.array(imp)])
-    same = np.r_[np.ones(300, bool), np.zeros(300, bool)]
-    folds = np.r_[np.arange(300) % 10, np.arange(300) % 10]
-    return F, label, pairs, same, folds
+_features = verification_features
 
 
 def test_verification_table_known_separation_and_fusion():
@@ -223,12 +208,9 @@ experiments: {speed_images: 1, speed_repeats: 1, speed_batch: 2, batch_size: 8}
 """
 
 
-def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
-    """The runners on rendered tiny protocols, with untrained networks standing in for chapter 6's."""
-    import torch
-
-    from disentangled_face import networks, paths, training
-    from disentangled_face.evaluation import cache
+def _tiny_data_dir(tmp_path, monkeypatch):
+    """A data folder of its own (the converted model linked in) and the tiny profile's YAML."""
+    from disentangled_face import paths
 
     ict = paths.data_dir("ict-facekit", create=False)
     if not (ict / "ict_face_mm.npz").is_file():
@@ -237,6 +219,17 @@ def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
     (tmp_path / "data" / "ict-facekit").symlink_to(ict)
     monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "data"))
     (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
+
+
+
+def test_runners_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch):
+    """The runners on rendered tiny protocols, with untrained networks standing in for chapter 6's."""
+    import torch
+
+    from disentangled_face import networks, training
+    from disentangled_face.evaluation import cache
+
+    _tiny_data_dir(tmp_path, monkeypatch)
     cfg = load_config(tmp_path / "tiny.yaml")
     model = E.load_morphable(cfg)
     torch.manual_seed(0)
@@ -299,13 +292,7 @@ def test_the_3ddfa_like_rival_end_to_end_on_a_tiny_profile(tmp_path, monkeypatch
     from disentangled_face.evaluation import cache
     from disentangled_face.evaluation.reconstruction import pooled_yaw_table
 
-    ict = paths.data_dir("ict-facekit", create=False)
-    if not (ict / "ict_face_mm.npz").is_file():
-        pytest.skip("ICT-FaceKit model not converted (run `make model`)")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "ict-facekit").symlink_to(ict)
-    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "data"))
-    (tmp_path / "tiny.yaml").write_text(TINY_PROFILE)
+    _tiny_data_dir(tmp_path, monkeypatch)
     cfg = with_overrides(load_config(tmp_path / "tiny.yaml"), {
         "synth.protocols.train": {"subjects": 8, "images_per_subject": 3},
         "targets.workers": 1, "experiments.rivals": ["3DDFA-like"],

@@ -88,20 +88,22 @@ def standing(root: str | os.PathLike | None = None) -> dict[str, Any]:
     return out
 
 
+def _ratios(r: dict[str, float]) -> str:
+    return " and ".join(f"{fmt_num(v, 2, trim=False)} × ({m})" for m, v in r.items())
+
+
 def standing_markdown(root: str | os.PathLike | None = None) -> str:
     """The box's sentences (Markdown) built from :func:`standing`; says which chapters have not run."""
     s = standing(root)
     parts = []
     if "held_out_vs_mean_face" in s:
-        r = s["held_out_vs_mean_face"]
         parts.append("On held-out photographs of the subjects they were trained on, the book's encoders reach "
-                     + " and ".join(f"{fmt_num(v, 2, trim=False)} × ({m})" for m, v in r.items())
+                     + _ratios(s["held_out_vs_mean_face"])
                      + " of the mean face's 3D error (aligned, cropped RMSE; chapter 6).")
     if "unseen_vs_mean_face" in s:
-        r = s["unseen_vs_mean_face"]
         mean = s.get("unseen_mean_face_mm")
         parts.append("On subjects no network saw (the bu3dfe-like yaw sweep and micc-like) they reach "
-                     + " and ".join(f"{fmt_num(v, 2, trim=False)} × ({m})" for m, v in r.items())
+                     + _ratios(s["unseen_vs_mean_face"])
                      + (f" of the mean face's {fmt_num(mean, 3)} mm" if mean is not None else " of the mean face's error")
                      + " (chapter 6's scaling study at its largest size; chapter 7 has the tables).")
     if "lfw_accuracy_pct" in s:
