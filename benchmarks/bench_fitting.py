@@ -3,7 +3,8 @@
 Both fit the same ICT-FaceKit model (identity PCA + expression blendshapes) to the same
 synthetic 68-point landmarks (known ground truth, Gaussian noise) in single-image mode, and our
 fitter also in the paper's multi-image mode. Printed per method: throughput (images/s),
-landmark reprojection RMSE (px), full-shape RMSE against the truth after a similarity alignment
+throughput per CPU second (one thread each: steadier on a shared machine), landmark
+reprojection RMSE (px), full-shape RMSE against the truth after a similarity alignment
 on the 68 landmarks (mm), and the ratios to eos measured in the same run; then the projected time
 to fit CASIA-WebFace (488,848 images, 10,575 subjects) on 2 cores.
 
@@ -19,64 +20,17 @@ The machine is shared: the ratios, measured in the same run, are the figures to 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from disentangled_face import fitting
 from disentangled_face.config import load_config
-from disentangled_face.shape import camera, load_ict_facekit
+from disentangled_face.evaluation.peers import eos_fit, eos_model, eos_project, fit_project
+from disentangled_face.shape import load_ict_facekit
 
 CASIA_IMAGES, CASIA_SUBJECTS = 488_848, 10_575
-
-
-def eos_model(model):
-    """An eos MorphableModel from our arrays (how: the eos-py notes shared with this project)."""
-    import eos
-
-    n = model.n_vertices
-    modes = model.id_basis.reshape(model.n_id, -1).astype(np.float64)          # (k, 3n), mm per unit
-    norms = np.linalg.norm(modes, axis=1)
-    basis = (modes / norms[:, None]).T.astype(np.float32)                      # orthonormal columns
-    shape = eos.morphablemodel.PcaModel(model.mean.reshape(-1).astype(np.float32), basis,
-                                        (norms ** 2).astype(np.float32), model.triangles.tolist())
-    blend = [eos.morphablemodel.Blendshape(nm, model.exp_basis[j].reshape(-1).astype(np.float32))
-             for j, nm in enumerate(model.exp_names)]
-    mm = eos.morphablemodel.MorphableModel(shape, blend, color_model=eos.morphablemodel.PcaModel(),
-                                           vertex_definitions=None, texture_coordinates=[])
-    d = Path(tempfile.mkdtemp())
-    (d / "map.txt").write_text("[landmark_mappings]\n" + "".join(f"{j + 1} = {int(v)}\n" for j, v in enumerate(model.landmarks)))
-    return mm, eos.core.LandmarkMapper(str(d / "map.txt")), n
-
-
-def eos_fit(mm, mapper, landmarks, width, height, n_id, n_exp, iters, lam_id, lam_exp):
-    """Fit every image with eos.fitting.fit_shape_and_pose; return codes and projected landmarks."""
-    import eos
-
-    a_id, a_exp, proj = [], [], []
-    for lm in landmarks:
-        pts = [eos.core.Landmark(str(j + 1), [float(u), float(v)]) for j, (u, v) in enumerate(lm)]
-        mesh, pose, sc, bc = eos.fitting.fit_shape_and_pose(
-            mm, pts, mapper, width, height, num_iterations=iters, num_shape_coefficients_to_fit=n_id,
-            lambda_identity=lam_id, num_expression_coefficients_to_fit=n_exp, lambda_expressions=lam_exp)
-        a_id.append(sc), a_exp.append(bc)
-        proj.append(pose)
-    return np.asarray(a_id), np.asarray(a_exp), proj
-
-
-def eos_project(model, a_id, a_exp, poses, width, height):
-    """Project the landmark vertices of eos's fitted shapes with its rendering parameters (OpenCV viewport)."""
-    X = model.landmarks_of(model.shape(a_id, a_exp)).astype(np.float64)        # (N, 68, 3)
-    out = np.empty(X.shape[:2] + (2,))
-    for i, p in enumerate(poses):
-        M = np.asarray(p.get_projection()) @ np.asarray(p.get_modelview())
-        h = np.c_[X[i], np.ones(len(X[i]))] @ M.T
-        ndc = h[:, :2] / h[:, 3:4]
-        out[i, :, 0] = (ndc[:, 0] + 1) * 0.5 * width
-        out[i, :, 1] = (1 - ndc[:, 1]) * 0.5 * height
-    return out
 
 
 def main(argv=None):
@@ -105,28 +59,28 @@ def main(argv=None):
     over = dict(threads=a.threads, dtype="float32")
     rows = {}
 
-    def record(name, secs, n, a_id, a_exp, proj, sel):
+    def record(name, secs, cpu, n, a_id, a_exp, proj, sel):
         rep = np.sqrt(((proj - syn.landmarks[sel]) ** 2).sum(-1).mean(-1)).mean()
         err = fitting.shape_errors(model, a_id, a_exp, syn.alpha_id[syn.label[sel]], true_exp[sel])["shape_aligned"].mean()
-        rows[name] = dict(images_per_s=n / secs, reproj_px=rep, shape_mm=err, secs=secs, n=n)
+        rows[name] = dict(images_per_s=n / secs, images_per_cpu_s=n / cpu, reproj_px=rep, shape_mm=err, secs=secs, n=n)
 
     # ours: single-image mode (every image on its own) and the paper's multi-image mode
     fitting.fit_subjects(model, syn.landmarks[:64], None, opts, **over)         # warm-up
     for name, labels in (("ours, single-image", None), ("ours, multi-image", syn.label)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fit = fitting.fit_subjects(model, syn.landmarks, labels, opts, **over)
-        dt = time.perf_counter() - t0
-        record(name, dt, N, fit.alpha_id, fit.alpha_exp, fit_project(model, fit), slice(None))
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        record(name, dt, dc, N, fit.alpha_id, fit.alpha_exp, fit_project(model, fit), slice(None))
 
     # eos: single-image fits, one thread, on the first eos_images images
-    mm, mapper, _ = eos_model(model)
+    mm, mapper = eos_model(model)
     sel = np.arange(min(a.eos_images, N))
     eos_fit(mm, mapper, syn.landmarks[:3], W, H, a.n_id, a.n_exp, a.eos_iterations, 30.0, 30.0)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     e_id, e_exp, poses = eos_fit(mm, mapper, syn.landmarks[sel], W, H, a.n_id, a.n_exp, a.eos_iterations, 30.0, 30.0)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     # eos's PCA coefficients are in standard deviations (basis * sqrt(eigenvalue) = our mode): alpha_id
-    record("eos 1.5 (1 thread)", dt, len(sel), e_id, e_exp, eos_project(model, e_id, e_exp, poses, W, H), sel)
+    record("eos 1.5 (1 thread)", dt, dc, len(sel), e_id, e_exp, eos_project(model, e_id, e_exp, poses, W, H), sel)
 
     eos_row = rows["eos 1.5 (1 thread)"]
     print(f"\nICT-FaceKit {a.n_id} identity + {a.n_exp} expression modes, {model.n_vertices} vertices; "
@@ -134,10 +88,13 @@ def main(argv=None):
     print(f"jaw landmarks: {prof.synth.jaw_landmarks}; ours: contour correspondence '{opts.contour}'")
     print(f"ours: profile '{a.profile}' options, float32, {a.threads} threads; eos: fit_shape_and_pose, "
           f"{a.eos_iterations} iterations, lambda 30 (its default), {len(sel)} images\n")
-    print(f"{'method':24s} {'images/s':>10s} {'x eos':>7s} {'reproj px':>10s} {'shape mm':>9s}")
+    print(f"{'method':24s} {'images/s':>10s} {'x eos':>7s} {'img/CPU-s':>10s} {'x eos':>7s} {'reproj px':>10s} {'shape mm':>9s}")
     for name, r in rows.items():
         print(f"{name:24s} {r['images_per_s']:10.1f} {r['images_per_s'] / eos_row['images_per_s']:7.1f} "
+              f"{r['images_per_cpu_s']:10.1f} {r['images_per_cpu_s'] / eos_row['images_per_cpu_s']:7.1f} "
               f"{r['reproj_px']:10.3f} {r['shape_mm']:9.3f}")
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall-clock rates include waiting for "
+          "the other processes; the CPU-time rates, one thread each, do not)")
     procs = 2 if a.threads == 1 else 1          # 2 cores: two one-thread processes, or one multi-threaded
     eos2 = 2 * eos_row["images_per_s"]
     print(f"\nCASIA-WebFace ({CASIA_IMAGES:,} images of {CASIA_SUBJECTS:,} subjects) on 2 cores "
@@ -147,17 +104,6 @@ def main(argv=None):
         print(f"  {name:20s} {CASIA_IMAGES / r2 / 3600:6.2f} h   ({r2 / eos2:.1f}x eos)")
     print(f"  {'eos':20s} {CASIA_IMAGES / eos2 / 3600:6.2f} h")
     return rows
-
-
-def fit_project(model, fit):
-    """The fitted landmarks in the image: at the vertices each landmark was fitted to (with
-    landmark marching the jaw's differ per image), else the model's fixed landmark vertices."""
-    shapes = fit.shapes(model).astype(np.float64)
-    if fit.landmark_vertices is None:
-        pts = model.landmarks_of(shapes)
-    else:
-        pts = np.take_along_axis(shapes, np.asarray(fit.landmark_vertices)[..., None], axis=1)
-    return camera.project(pts, fit.R, fit.f, fit.t)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Chapter 11's claims on constructed cases whose verdicts are known."""
+"""Chapter 12's claims on constructed cases whose verdicts are known."""
 
 import importlib
 
@@ -159,6 +159,7 @@ def test_speed_needs_an_order_of_magnitude():
     assert verdict(1.0, 5.0) == "not supported"  # faster, but not ten times
     c = E.claims({"speed": sp(2.0, 31.0)})[-1]
     assert "15.5×" in c.evidence and "4.79 ms" in c.paper and "6.22× to 11.6×" in c.paper
+    assert "29.80 ms (3DSR) to 55.68 ms (VRN)" in c.paper  # the paper's times as it prints them
 
 
 def test_verdict_counts_cover_every_verdict():

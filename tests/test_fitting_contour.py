@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from disentangled_face import fitting
 from disentangled_face.config import FittingConfig, SynthConfig, load_config, with_overrides
@@ -178,9 +179,13 @@ def test_marching_costs_little_frontal(ict, book_fitting):
     assert err["marching"] < err["none"] + 0.1, err
 
 
-def test_render_faces_contour_jaw(ict):
-    """The synthetic generator's ``jaw_landmarks='contour'``: same images, jaw on the silhouette."""
+@pytest.mark.parametrize("kind", ["contour", "outline"])
+def test_render_faces_silhouette_jaw(ict, kind):
+    """The synthetic generator's ``jaw_landmarks='contour'`` (candidate rows) and ``'outline'``
+    (the projected face outline, :mod:`disentangled_face.data.outline`): same images, jaw on the
+    silhouette, and for the outline in sight."""
     from disentangled_face.data import render_faces
+    from disentangled_face.data.outline import outline_landmarks
     from disentangled_face.data.render import RendererUnavailableError
 
     yaw = np.radians([0.0, 70.0])
@@ -189,12 +194,100 @@ def test_render_faces_contour_jaw(ict):
         a = render_faces(ict, *codes, yaw)
     except RendererUnavailableError:
         pytest.skip("no headless OpenGL context")
-    b = render_faces(ict, *codes, yaw, jaw_landmarks="contour")
+    b = render_faces(ict, *codes, yaw, jaw_landmarks=kind)
     np.testing.assert_array_equal(a.images, b.images)
     S = ict.shape(*codes).astype(np.float64)
     R = camera.rotation_from_euler(yaw, 0.0, 0.0)
-    np.testing.assert_allclose(b.landmarks_true, contour_landmarks(ict, S, R, b.scale, b.trans), atol=1e-3)
+    expected = (contour_landmarks if kind == "contour" else outline_landmarks)(ict, S, R, b.scale, b.trans)
+    np.testing.assert_allclose(b.landmarks_true, expected, atol=1e-3)
     np.testing.assert_array_equal(a.landmarks_true[0], b.landmarks_true[0])
     assert np.abs(a.landmarks_true[1, 10:17] - b.landmarks_true[1, 10:17]).max() > 5.0
+    if kind == "outline":
+        assert b.visible[1, 10:17].all() and not a.visible[1, 12:17].all()       # the outline is in sight
     with pytest.raises(ValueError, match="jaw_landmarks"):
         render_faces(ict, *codes, yaw, jaw_landmarks="silhouette")
+
+
+# ------------------------------------------------------------------ batched marching = per-image reference
+def _reference_marching(model, fx, st):
+    """The previous per-image computation (issue 10's speed work keeps it only here): per image,
+    the candidates of its codes, the marching rule on that image alone, then its landmark
+    bases with the jaw at the chosen vertices, X, the Gram blocks and the contraction."""
+    from disentangled_face.shape.contour import candidate_points, contour_lines, marching_choice
+
+    lines = contour_lines(model)
+    J = len(lines.landmarks)
+    subj = fx.subj.numpy()
+    y = fx.y.numpy()
+    R, f, t, s = st.R.numpy(), st.f.numpy(), st.t.numpy(), fx.s.numpy()
+    a_id, a_exp = st.a_id.numpy()[subj], st.a_exp.numpy()
+    out = dict(pos=[], X=[], H_ii=[], H_ei=[], H_ee=[])
+    for n in range(len(subj)):
+        P = candidate_points(model, lines, a_id[n], a_exp[n])                        # (1, J, K, 3)
+        uv = f[n] * P @ R[n, :2].T + t[n]
+        pos = marching_choice(torch.as_tensor(uv), torch.as_tensor(R[n:n + 1]),
+                              torch.as_tensor(y[n:n + 1, lines.landmarks]), lines, v_down=False)[0].numpy()
+        verts = np.asarray(model.landmarks).copy()
+        verts[lines.landmarks] = lines.vertices[np.arange(J), pos]
+        Bi, Be = model.id_basis[:, verts].astype(np.float64), model.exp_basis[:, verts].astype(np.float64)
+        out["pos"].append(pos)
+        out["X"].append(model.mean[verts] + np.einsum("k,kld->ld", a_id[n], Bi) + np.einsum("k,kld->ld", a_exp[n], Be))
+        Ai = (f[n] / s[n]) * np.einsum("kld,ed->lek", Bi, R[n, :2]).reshape(-1, Bi.shape[0])   # (2L, k)
+        Ae = (f[n] / s[n]) * np.einsum("kld,ed->lek", Be, R[n, :2]).reshape(-1, Be.shape[0])
+        out["H_ii"].append(Ai.T @ Ai), out["H_ei"].append(Ae.T @ Ai), out["H_ee"].append(Ae.T @ Ae)
+        out.setdefault("B_exp", []).append(Be)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2],       # several images a subject
+                                    [2, 0, 1, 0, 2, 1, 1, 0, 2, 0, 1, 2],       # unordered labels
+                                    [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5],       # two images a subject
+                                    list(range(12))])                          # single-image mode
+def test_batched_marching_equals_per_image_reference(ict, labels):
+    """The fitter's batched landmark marching (candidates of all images at once, the jaw bases
+    gathered per image, one product per image or per subject) gives the per-image computation's
+    vertices, landmarks, Gram blocks (per image and per subject) and contractions, in float64."""
+    from disentangled_face.fitting.alternation import Fitter, State
+
+    model = ict.subset(12, 9)
+    labels = np.asarray(labels)
+    S = labels.max() + 1
+    rng = np.random.default_rng(0)
+    yaw = np.radians(rng.uniform(-80, 80, len(labels)))
+    R = camera.rotation_from_euler(yaw, np.radians(rng.uniform(-10, 10, len(labels))), 0.0)
+    a_id, a_exp = rng.normal(size=(S, model.n_id)), rng.uniform(0, 0.6, (len(labels), model.n_exp))
+    shapes = model.shape(a_id[labels], a_exp).astype(np.float64)
+    y = contour_landmarks(model, shapes, R, np.full(len(labels), 0.5), np.tile([48.0, 56.0], (len(labels), 1)))
+    y = y + rng.normal(0, 0.5, y.shape)
+    opts = FittingConfig(dtype="float64", contour="marching")
+    fx = Fitter(model, y, labels, S, opts)
+    st0 = fx.pose_step(fx.start(), True)                     # fixes the scales s
+    st = State(torch.as_tensor(a_id + 0.1 * rng.normal(size=a_id.shape)), torch.as_tensor(a_exp),
+               st0.R, st0.f, st0.t)
+    fx.update_contour(st)
+    ref = _reference_marching(model, fx, st)
+    assert (ref["pos"] != np.asarray(contour_lines(model).fixed)).any()   # some jaw points marched
+    np.testing.assert_array_equal(fx.pos.numpy(), ref["pos"])
+    np.testing.assert_allclose(fx.X(st).numpy(), ref["X"], atol=1e-9)
+    np.testing.assert_allclose(fx.gram(st, "exp", "exp").numpy(), ref["H_ee"], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fx.gram(st, "exp", "id").numpy(), ref["H_ei"], rtol=1e-10, atol=1e-10)
+    per_subject = np.stack([ref["H_ii"][labels == k].sum(0) for k in range(S)])
+    np.testing.assert_allclose(fx.gram(st, "id", "id", per_subject=True).numpy(), per_subject, rtol=1e-10, atol=1e-10)
+    v = rng.normal(size=(len(labels), 68, 3, 2))
+    np.testing.assert_allclose(fx.contract(torch.as_tensor(v), "exp").numpy(),
+                               np.einsum("nld...,nkld->nk...", v, ref["B_exp"]), atol=1e-10)
+    # a second marching step moves only some images: the partial re-gather keeps the rest
+    st2 = State(st.a_id, st.a_exp, camera_rotate(st.R, 0.3), st.f, st.t)
+    fx.update_contour(st2)
+    ref2 = _reference_marching(model, fx, st2)
+    np.testing.assert_array_equal(fx.pos.numpy(), ref2["pos"])
+    np.testing.assert_allclose(fx.X(st2).numpy(), ref2["X"], atol=1e-9)
+    np.testing.assert_allclose(fx.gram(st2, "exp", "exp").numpy(), ref2["H_ee"], rtol=1e-10, atol=1e-10)
+
+
+def camera_rotate(R, yaw_rad):
+    """Every second camera turned by ``yaw_rad`` about the model's vertical axis (the others kept)."""
+    Ry = torch.as_tensor(camera.rotation_from_euler(np.array([yaw_rad]), 0.0, 0.0)[0])
+    out = R.clone()
+    out[::2] = R[::2] @ Ry
+    return out

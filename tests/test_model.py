@@ -143,3 +143,40 @@ def test_expression_energy_in_identity_span_analytic():
     m = MorphableModel(mean=np.zeros((3, 3)), id_basis=ident, exp_basis=exp, triangles=np.zeros((0, 3), int),
                        landmarks=np.zeros(0, int), exp_names=["same", "orthogonal", "half", "inside"])
     np.testing.assert_allclose(expression_energy_in_identity_span(m).to_numpy(), [1.0, 0.0, 0.5, 1.0], atol=1e-12)
+
+
+def test_neutral_mean_counts_each_subject_once_and_measures_its_distance():
+    from disentangled_face.shape import expected_mean_rms, neutral_mean
+
+    toy = MorphableModel.toy(n=40, k_id=4, k_exp=2, seed=1)
+    a, b = np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, -2.0, 0.0, 0.0])
+    codes, labels = np.stack([a, a, a, b]), np.array([7, 7, 7, 3])  # subject 7 on three images
+    mean, rms = neutral_mean(toy, codes, labels)
+    np.testing.assert_allclose(mean, toy.identity_shape((a + b) / 2), atol=1e-5)
+    d = toy.identity_shape((a + b) / 2) - toy.mean
+    assert rms == pytest.approx(np.sqrt((d ** 2).sum(axis=1).mean()), rel=1e-5)
+    _, per_image = neutral_mean(toy, codes)  # without labels every row counts: (3a + b) / 4
+    d4 = toy.identity_shape((3 * a + b) / 4) - toy.mean
+    assert per_image == pytest.approx(np.sqrt((d4 ** 2).sum(axis=1).mean()), rel=1e-5)
+    assert per_image != pytest.approx(rms)
+    # one unit of identity mode 0: the RMS of that basis shape
+    unit = np.sqrt((toy.id_basis[0].astype(float) ** 2).sum(1).mean())
+    assert neutral_mean(toy, a[None])[1] == pytest.approx(unit, rel=1e-5)
+    with pytest.raises(ValueError, match="alpha_id must have shape"):
+        neutral_mean(toy, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        neutral_mean(toy, codes, labels[:2])
+    with pytest.raises(ValueError, match="n_subjects"):
+        expected_mean_rms(toy, 0)
+
+
+def test_expected_mean_rms_matches_draws_from_the_prior():
+    from disentangled_face.shape import expected_mean_rms, neutral_mean
+
+    toy = MorphableModel.toy(n=30, k_id=5, k_exp=2, seed=2)
+    rng = np.random.default_rng(0)
+    n_subj = 20
+    ms = [neutral_mean(toy, rng.standard_normal((n_subj, 5)))[1] ** 2 for _ in range(2000)]
+    # the root of the mean square over 2000 populations, within 5 % of the formula
+    assert np.sqrt(np.mean(ms)) == pytest.approx(expected_mean_rms(toy, n_subj), rel=0.05)
+    assert expected_mean_rms(toy, 4 * n_subj) == pytest.approx(expected_mean_rms(toy, n_subj) / 2)

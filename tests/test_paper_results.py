@@ -113,21 +113,31 @@ def test_each_of_our_methods_names_its_paper_row():
     assert "94.78" in ytf["texture"] and "95.18" in ytf["texture + Proposed"]
     assert lfw["texture"].startswith("no counterpart") and lfw["texture + Proposed"].startswith("no counterpart")
     assert ytf["texture + 3DMM-CNN-like"].startswith("no counterpart")
+    assert "3DDFA gives shape only" not in ytf["texture + 3DMM-CNN-like"]
+    both = P.verification_counterparts(["3DDFA-like", "texture + 3DDFA-like"], "LFW")
+    assert both["3DDFA-like"] == "3DDFA (shape)"
+    assert both["texture + 3DDFA-like"].startswith("no counterpart: the paper's 3DDFA gives shape only")
 
 
 def test_beside_keeps_mm_apart_from_the_formula():
-    ours = pd.DataFrame({"RMSE": [3.0, 1.5]}, index=["Proposed", "3DMM fitting"])
+    ours = pd.DataFrame({"RMSE": [3.004, 1.5]}, index=["Proposed", "3DMM fitting"])
     t = P.beside(P.get("table2"), ours)
     assert list(t.index) == [("paper", r) for r in P.get("table2").rows] + [("ours", "Proposed"), ("ours", "3DMM fitting")]
     assert t.loc[("ours", "Proposed"), "paper row"] == "Proposed"
     assert t.loc[("ours", "3DMM fitting"), "paper row"].startswith("no counterpart")
-    assert t.loc[("paper", "Proposed"), "RMSE"] == 2.00
+    assert t.loc[("paper", "Proposed"), "RMSE"] == "2.00"  # at the paper's precision, not trimmed to "2"
+    assert t.loc[("ours", "Proposed"), "RMSE"] == "3.00"  # ours with its zeros too, beside the paper's
+    assert P.get("table4").frame().loc["3DSR", "ms/image"] == "29.80"
+    no_row = "no counterpart: the paper's Table 4 has no SphereFace row"
+    assert P.counterpart("texture (feature only)", P.get("table4")) == no_row
     with pytest.raises(ValueError, match="rmse_mm"):
         P.beside(P.get("table2"), ours, metric="paper")
     with pytest.raises(ValueError, match="none of the columns"):
         P.beside(P.get("table2"), ours.rename(columns={"RMSE": "x"}))
     t1 = P.beside(P.get("table1"), pd.DataFrame({"0": [2.0], "Avg.": [2.5]}, index=["Proposed"]))
     assert t1.loc[("ours", "Proposed"), "±90"] == "not measured" and t1.loc[("paper", "3DMM-CNN"), "±90"] == P.DASH
+    nan = P.beside(P.get("table1"), pd.DataFrame({"0": [np.nan], "Avg.": [2.456]}, index=["Proposed"]))
+    assert nan.loc[("ours", "Proposed"), "0"] == P.NOT_MEASURED and nan.loc[("ours", "Proposed"), "Avg."] == "2.46"
 
 
 def _sweep(errors_by_yaw):
@@ -172,6 +182,7 @@ def test_verification_beside_lays_ours_under_the_papers_rows():
     assert y.loc[("ours", "texture"), "Texture"] == "network" and y.loc[("ours", "Proposed"), "Texture"] == "×"
     assert y.loc[("ours", "texture + Proposed"), "Shape"] == "✓"
     assert y.loc[("ours", "Proposed"), "paper row"] == "Proposed (shape)"
-    assert y.loc[("paper", "3DMM-CNN (texture)"), "accuracy"] == "87.56 ± 2.56"
+    assert y.loc[("paper", "3DMM-CNN (texture parameters)"), "accuracy"] == "87.56 ± 2.56"  # not a texture network
+    assert ("paper", "3DMM (shape + texture parameters)") in y.index and ("paper", "3DDFA (shape)") in y.index
     lfw = P.verification_beside(ours, "LFW")
     assert "paper, Sec. 4.2 text" not in {s for s, _ in lfw.index}

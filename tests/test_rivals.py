@@ -9,6 +9,7 @@ from disentangled_face.config import ConfigError, ExperimentsConfig, load_config
 from disentangled_face.evaluation import paper_results as P
 from disentangled_face.fitting.targets import targets_path
 from disentangled_face.methods import METHODS, RIVALS, active_methods, method_for_phase, rival_names
+from synthetic_inputs import verification_features
 
 
 def test_the_rival_is_phase1_on_single_image_fits_decoded_through_the_3dmm():
@@ -71,3 +72,18 @@ def test_the_papers_3ddfa_rows_stand_beside_ours():
     for ds in ("LFW", "YTF"):
         rows = P.verification_counterparts(["3DDFA-like"], ds)
         assert rows["3DDFA-like"] == P.TABLE3[ds].row("3DDFA").label
+
+
+def test_the_rival_is_fused_with_the_texture_network_like_the_main_runs_networks():
+    F_tex, _, pairs, same, folds = verification_features(noise=1.5, seed=1)
+    F_shape, *_ = verification_features(noise=0.5)
+    vt = E.verification_table({"texture": F_tex, "3DDFA-like": F_shape}, pairs, same, folds, protocol="toy")
+    assert set(vt.results) == {"texture", "3DDFA-like", "texture + 3DDFA-like"}  # no fusion of absent matchers
+    m = vt.mean()
+    assert m.loc["texture + 3DDFA-like", "AUC"] > m.loc["texture", "AUC"]
+    ours = vt.table()
+    for ds in ("LFW", "YTF"):
+        t = P.verification_beside(ours, ds)
+        row = t.loc[("ours", "texture + 3DDFA-like")]
+        assert (row["Shape"], row["Texture"]) == ("✓", "network")
+        assert row["paper row"].startswith("no counterpart: the paper's 3DDFA gives shape only")

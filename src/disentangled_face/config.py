@@ -221,15 +221,16 @@ class SynthConfig(_Section):
     few pixels); ``workers`` (rendering processes) does not change the data.
     ``jaw_landmarks``: where the jawline landmarks 0-16 of the synthetic images lie: ``fixed``,
     the projected landmark vertices; ``contour``, on the face's silhouette as a 2D detector
-    puts them (:func:`disentangled_face.shape.contour.contour_landmarks`). At ``fixed`` the key
-    is left out of the protocols' configs and cache hashes (the files of before it existed).
+    puts them (:func:`disentangled_face.shape.contour.contour_landmarks`); ``outline``, on the
+    projected face outline, not on the fitter's candidate rows (:mod:`disentangled_face.data.outline`).
+    At ``fixed`` the key is left out of the protocols' configs and cache hashes (older files).
     """
 
     _omit_at_default: ClassVar[tuple[str, ...]] = ("jaw_landmarks",)
 
     seed: int = Field(2018, ge=0)
     landmark_noise_px: float = Field(0.0, ge=0)
-    jaw_landmarks: Literal["fixed", "contour"] = "fixed"
+    jaw_landmarks: Literal["fixed", "contour", "outline"] = "fixed"
     batch: int = Field(64, ge=1)
     workers: int = Field(1, ge=1)
     pose: PoseConfig = PoseConfig()
@@ -273,9 +274,14 @@ class FittingConfig(_Section):
     ``contour`` the correspondence of the jaw landmarks 0-16: ``none``, fixed vertices;
     ``marching``, re-assigned to contour vertices after every pose step (landmark marching,
     :mod:`disentangled_face.shape.contour`; left out of the cache hashes at ``none``).
+    ``id_modes``: fit only the model's first ``id_modes`` identity modes, the others held at 0
+    (the returned ``alpha_id`` keeps all the model's entries, so shapes stay
+    ``model.shape(alpha_id, alpha_exp)``); None: all of them. The beyond-basis world of
+    chapter 12 fits with fewer modes than its subjects were drawn with (left out of the cache
+    hashes at None).
     """
 
-    _omit_at_default: ClassVar[tuple[str, ...]] = ("contour",)
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("contour", "id_modes")
 
     lambda_id: float = Field(4.0, ge=0)
     lambda_exp: float = Field(10.0, ge=0)
@@ -288,6 +294,7 @@ class FittingConfig(_Section):
     dtype: Literal["float32", "float64"] = "float64"
     threads: Optional[int] = Field(None, ge=1)
     contour: Literal["none", "marching"] = "none"
+    id_modes: Optional[int] = Field(None, ge=1)
 
 
 class TargetsConfig(_Section):
@@ -326,7 +333,12 @@ class NetworkConfig(_Section):
     the published network), ``input_size`` (height, width) pixels the encoder sees,
     ``feature_dim``, ``code_margin`` (> 1, see ``CodeScaler``), ``decoder_bias``, ``norm``
     (``none``: the published sphere20a, no normalisation layer; ``batch``: a deviation from it,
-    BatchNorm after every convolution, see :class:`~disentangled_face.networks.SphereFace20`)."""
+    BatchNorm after every convolution, see :class:`~disentangled_face.networks.SphereFace20`),
+    ``id_codes`` (entries of ``c_id``: the network codes, and its decoder starts from, the
+    model's first ``id_codes`` identity modes; None: all of them; left out of the run hash at
+    None)."""
+
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("id_codes",)
 
     arch: Literal["sphere20a"] = "sphere20a"
     width: float = Field(1.0, gt=0)
@@ -335,6 +347,7 @@ class NetworkConfig(_Section):
     code_margin: float = Field(1.25, gt=1)
     decoder_bias: bool = False
     norm: Literal["none", "batch"] = "none"
+    id_codes: Optional[int] = Field(None, ge=1)
 
     @field_validator("input_size")
     @classmethod
@@ -499,10 +512,12 @@ class ExperimentsConfig(_Section):
     single-image fitter's cap; None: ``fitting.max_iter``), ``fit_verification`` (also verify
     with fitted ``alpha_id``), ``bases_shown`` (decoder columns drawn, Fig. 9), ``seed``,
     ``scaling_subjects`` (chapter 6's numbers of training identities; empty: no study), ``rivals``
-    (extra methods compared, each in its own run: ``3DDFA-like``, see ``methods.RIVALS``).
+    (extra methods compared, each in its own run: ``3DDFA-like``, see ``methods.RIVALS``),
+    ``beyond_basis_modes`` / ``beyond_basis_subjects`` (chapter 11's world: identity modes of its
+    fitting basis, and its training subjects, None: all; see ``evaluation.beyond_basis``).
     """
 
-    _omit_at_default: ClassVar[tuple[str, ...]] = ("rivals",)
+    _omit_at_default: ClassVar[tuple[str, ...]] = ("rivals", "beyond_basis_modes", "beyond_basis_subjects")
     crop_radius_mm: float = Field(95.0, gt=0)
     metric: Literal["rmse_mm", "mean_mm", "paper"] = "rmse_mm"
     far_targets: tuple[float, ...] = (0.1, 0.01)
@@ -516,6 +531,8 @@ class ExperimentsConfig(_Section):
     seed: int = Field(0, ge=0)
     scaling_subjects: tuple[int, ...] = ()
     rivals: tuple[Literal["3DDFA-like"], ...] = ()
+    beyond_basis_modes: int = Field(20, ge=1)
+    beyond_basis_subjects: Optional[int] = Field(None, ge=2)
 
     @field_validator("far_targets")
     @classmethod
@@ -544,6 +561,7 @@ class Config(_Section):
         out["synth"] = {**_omit_defaults(self.synth, self.synth.model_dump(mode="json", exclude={"protocols"})),
                         "protocols": self.synth.protocols.to_dict()}
         out["fitting"] = self.fitting.to_dict()
+        out["network"] = self.network.to_dict()
         out["train"]["phase3"] = self.train.phase3.to_dict()
         return out
 

@@ -116,8 +116,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "SphereFace-20 trained for identification only (no shape)"),
 )}
 
-#: Score-level fusions of Table 3: name -> the matchers summed (z-scored).
-FUSIONS: dict[str, tuple[str, str]] = {"texture + 3DMM-CNN-like": ("texture", "3DMM-CNN-like"),
+#: Score-level fusions of Table 3: name -> the matchers summed (z-scored), in table order. A
+#: fusion is computed where all its matchers are (``texture + 3DDFA-like`` only with that rival on).
+FUSIONS: dict[str, tuple[str, str]] = {"texture + 3DDFA-like": ("texture", "3DDFA-like"),
+                                       "texture + 3DMM-CNN-like": ("texture", "3DMM-CNN-like"),
                                        "texture + Proposed": ("texture", "Proposed")}
 #: Methods of the paper that this project does not rebuild (the paper's numbers only).
 PAPER_ONLY = ("VRN", "3DSR")

@@ -14,6 +14,9 @@ module                 what
 ``build``              :func:`build_protocol`: a plan rendered into an HDF5 file
 ``synthset``           :class:`SynthSet`, :func:`load_protocol`
 ``loaders``            CASIA-WebFace, LFW, YouTube Faces, BU-3DFE, MICC Florence
+``scans``              3D scans (OBJ, PLY) with their landmarks, vertex order kept
+``sample_scans``       menpo3d's textured ``james`` scan, fetched from PyPI, verified by hash
+``scan_texture``       texture coordinates, texture sampling, a finer mesh for drawing a scan
 ``landmarks``          68-point landmark detection (FAN, dlib)
 ``torch_dataset``      :class:`FaceImageDataset`: the one torch ``Dataset`` of face images
 =====================  =====================================================================
@@ -34,6 +37,8 @@ from .loaders import (load_bu3dfe, load_casia_webface, load_lfw_pairs, load_lfw_
                       to_network_input)
 from .align import FRAMINGS, AlignedFace, align_face, crop_reference
 from .scans import export_shape, load_scan, read_landmarks, read_landmarks_3d, read_mesh, write_mesh
+from .sample_scans import SampleScanError, fetch_menpo3d_james
+from .scan_texture import ObjTexture, RenderMesh, read_obj_texture, render_mesh, sample_texture, vertex_colors
 from .protocols import (GENERATOR_VERSION, PROTOCOLS, REAL_ANALOGUES, SUBJECT_OFFSETS, plan_protocol,
                         protocol_config, protocol_path, protocol_sizes)
 from .records import DatasetFormatError, FaceSample, Scan3D, VerificationPair, read_image
@@ -46,6 +51,9 @@ __all__ = [
     "FaceSample", "VerificationPair", "Scan3D", "DatasetFormatError", "read_image", "read_mesh", "write_mesh", "export_shape",
     "read_landmarks_3d", "read_landmarks", "load_scan", "load_casia_webface", "load_lfw_pairs", "load_lfw_pairs_sklearn", "load_ytf",
     "load_bu3dfe", "load_micc", "to_network_input", "FaceImageDataset",
+    # a real textured scan (menpo3d's james, fetched from PyPI) and its texture
+    "SampleScanError", "fetch_menpo3d_james", "ObjTexture", "RenderMesh", "read_obj_texture", "render_mesh",
+    "sample_texture", "vertex_colors",
     # aligning a photograph to the crop
     "FRAMINGS", "AlignedFace", "align_face", "crop_reference",
     # rendering and the generator

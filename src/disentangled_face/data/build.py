@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +102,13 @@ def _worker_run(span):
 
 
 def _render_plan(model, plan: dict, cfg: dict, batch: int, workers: int, progress: bool, desc: str):
-    """Yield ((start, end), arrays) over the plan in order, using ``workers`` processes."""
+    """Yield ((start, end), arrays) over the plan in order, using ``workers`` processes.
+
+    With ``workers`` > 1 (and more than two spans per process) the spans are rendered by a
+    :class:`concurrent.futures.ProcessPoolExecutor` of spawned processes, at most four spans per
+    process in flight (bounded memory). A worker that dies (killed, out of memory, a crash in
+    the OpenGL driver) raises a RuntimeError instead of leaving the build waiting.
+    """
     from tqdm import tqdm  # text bar: no widget left behind in an executed notebook
 
     N = plan["subject"].size
@@ -108,11 +117,7 @@ def _render_plan(model, plan: dict, cfg: dict, batch: int, workers: int, progres
     bar = tqdm(total=N, desc=desc, unit="img", disable=not progress)
     try:
         if workers > 1 and len(spans) > 2 * workers:
-            ctx = multiprocessing.get_context("spawn")  # a fresh process for each OpenGL context
-            with ctx.Pool(workers, initializer=_worker_init, initargs=(model, plan, cfg, batch)) as pool:
-                for span, arrays in pool.imap(_worker_run, spans):
-                    bar.update(span[1] - span[0])
-                    yield span, arrays
+            yield from _render_pool(model, plan, cfg, batch, workers, spans, bar)
         else:
             r = _PlanRenderer(model, plan, cfg, batch)
             for span in spans:
@@ -121,6 +126,33 @@ def _render_plan(model, plan: dict, cfg: dict, batch: int, workers: int, progres
                 yield span, arrays
     finally:
         bar.close()
+
+
+def _render_pool(model, plan: dict, cfg: dict, batch: int, workers: int, spans: list, bar):
+    """The spans rendered in ``workers`` spawned processes, yielded in order."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh process for each OpenGL context
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(model, plan, cfg, batch))
+    try:
+        todo, running = iter(spans), deque()
+        for span in todo:                           # fill the window
+            running.append(pool.submit(_worker_run, span))
+            if len(running) >= 4 * workers:
+                break
+        while running:
+            span, arrays = running.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                running.append(pool.submit(_worker_run, nxt))
+            bar.update(span[1] - span[0])
+            yield span, arrays
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a rendering worker process died ({exc}); in a script, build under "
+            "`if __name__ == '__main__':` (worker processes are spawned and import it), check the "
+            "memory, or pass synth.workers: 1") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------- build

@@ -31,7 +31,8 @@ Generator
   are hidden behind the face (``visible`` false) and lie inside the face's outline rather
   than on its silhouette. A 2D detector instead returns the *silhouette contour* there:
   ``jaw_landmarks: contour`` puts them there (:mod:`disentangled_face.shape.contour`), and
-  the fitter's ``contour: marching`` follows them.
+  the fitter's ``contour: marching`` follows them; ``jaw_landmarks: outline`` puts them on the
+  projected face outline without the fitter's candidates (:mod:`disentangled_face.data.outline`).
 """
 
 from __future__ import annotations
@@ -228,10 +229,12 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
         Smooth shading with per-vertex normals computed on the CPU, instead of per-triangle
         normals from screen-space derivatives (the default, free; at 112 x 96 a triangle
         covers about a pixel and the two look alike).
-    jaw_landmarks : {'fixed', 'contour'}
+    jaw_landmarks : {'fixed', 'contour', 'outline'}
         Jawline landmarks 0-16 at the projected fixed landmark vertices, or on the silhouette
         as a 2D detector puts them (:func:`disentangled_face.shape.contour.contour_vertices`;
-        ``synth.jaw_landmarks``). The images are the same either way.
+        ``synth.jaw_landmarks``), or on the projected face outline without the fitter's
+        candidate rows (:func:`disentangled_face.data.outline.outline_landmarks`). The images
+        are the same either way.
 
     Returns
     -------
@@ -247,8 +250,8 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     alpha_id = np.atleast_2d(np.asarray(alpha_id, np.float32))
     alpha_exp = np.atleast_2d(np.asarray(alpha_exp, np.float32))
     B = alpha_id.shape[0]
-    if jaw_landmarks not in ("fixed", "contour"):
-        raise ValueError(f"jaw_landmarks must be 'fixed' or 'contour', got {jaw_landmarks!r}")
+    if jaw_landmarks not in ("fixed", "contour", "outline"):
+        raise ValueError(f"jaw_landmarks must be 'fixed', 'contour' or 'outline', got {jaw_landmarks!r}")
     shapes, R, f, t, lm3 = _pose_faces(model, alpha_id, alpha_exp, yaw, pitch, roll, scale, trans, trans_offset, shapes)
     if jaw_landmarks == "contour":   # the jaw on the silhouette (the crop still centres on the five points)
         from ..shape.contour import contour_vertices
@@ -259,8 +262,12 @@ def render_faces(model, alpha_id, alpha_exp, yaw, pitch=0.0, roll=0.0, albedo=No
     renderer = get_renderer(model, (h, w), max_batch)
     out = _rasterise(renderer, model, shapes, R, f, t, k, albedo, light, smooth)
     # landmarks (full-resolution pixels) and visibility (in the rendered resolution)
-    lm_true = camera.project(lm3, R, f, t)
-    lm_uvz = np.concatenate([k * lm_true, camera.depth(lm3, R)[..., None]], -1)
+    lm_true, lm_z = camera.project(lm3, R, f, t), camera.depth(lm3, R)
+    if jaw_landmarks == "outline":   # the jaw of the far side on the outline (points on mesh edges)
+        from .outline import outline_landmarks
+
+        lm_true, lm_z = outline_landmarks(model, shapes, R, f, t, return_depth=True)
+    lm_uvz = np.concatenate([k * lm_true, lm_z[..., None]], -1)
     visible = visibility(lm_uvz, out.depth)
     img, mask_full = _composite(out, background, size, low_res)
     rngs = _image_rngs(rng, B)

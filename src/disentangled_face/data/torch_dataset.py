@@ -217,6 +217,25 @@ class FaceImageDataset(Dataset):
         out.extra = {k: np.ascontiguousarray(v[pos]) for k, v in self.extra.items()}
         return out
 
+    def with_codes(self, alpha_id, alpha_exp, extra: Mapping | None = None) -> "FaceImageDataset":
+        """The same items with other coefficients: ``alpha_id`` (N, k_id), ``alpha_exp``
+        (N, k_exp), and the arrays of ``extra`` (N, ...) added or replacing those of that name.
+
+        Raises
+        ------
+        ValueError
+            When an array's length is not the dataset's N.
+        """
+        import copy  # noqa: PLC0415
+
+        out = copy.copy(self)
+        out._h5, out._pid = None, None
+        n = len(self)
+        out.alpha_id = _rows(alpha_id, n, "alpha_id", np.float32)
+        out.alpha_exp = _rows(alpha_exp, n, "alpha_exp", np.float32)
+        out.extra = {**self.extra, **{k: np.ascontiguousarray(_rows(v, n, k, None)) for k, v in (extra or {}).items()}}
+        return out
+
     def codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All ``(alpha_id (N, k_id), alpha_exp (N, k_exp), labels (N,))`` of the items, float32 / int64.
 

@@ -7,7 +7,7 @@
 * the table builders, pure functions of arrays: :func:`reconstruction_vs_yaw` (Table 1),
   :func:`reconstruction_micc` (Table 2), :func:`rmse_per_expression` (Figs. 6-7),
   :func:`verification_table` (Table 3), :func:`speed_table` (Table 4), :func:`learned_bases`
-  (Fig. 9) and :func:`claims` (chapter 11). They take reconstructions, ground truth, features
+  (Fig. 9) and :func:`claims` (chapter 12). They take reconstructions, ground truth, features
   or callables and know nothing about where these came from, so the tests run them on tiny
   fake inputs;
 * the runners, which take the whole :class:`~disentangled_face.config.Config`:
@@ -17,6 +17,8 @@
 * running a trained network (:mod:`disentangled_face.networks.inference`): :func:`encode`, :func:`features`,
   :func:`reconstruct`, :func:`alpha_from_images`, :func:`evaluate`; on a photograph,
   :func:`reconstruct_photo` (:mod:`.photos`: 5-point alignment to the crop, then the network);
+  on a real textured scan, :func:`render_scan` and :func:`scan_fit_experiment` (:mod:`.scan_fits`:
+  render, detect, fit, errors against the scan);
 * :mod:`.metrics` (Sec. 4.1-4.2), :mod:`.paper_results` (the published numbers) and
   :func:`record_chapter` (:mod:`.results`).
 
@@ -58,6 +60,7 @@ from .reconstruction import (METRIC_LABELS, ReconResult, error_map, reconstructi
                              reconstruction_vs_yaw, rmse_per_expression, scan_reconstruction_errors)
 from .results import ChapterResults, record_chapter
 from .photos import PhotoReconstruction, reconstruct_photo
+from .scan_fits import ScanFitResult, ScanRenders, render_scan, scan_crop_mesh, scan_distance_map, scan_fit_experiment
 from .power import min_detectable_difference, paired_mde, t_test_power
 from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
@@ -80,4 +83,5 @@ __all__ = [
     "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
     "SCALING_METHODS", "aligned_errors", "held_out_aligned", "standing", "standing_markdown",
     "PhotoReconstruction", "reconstruct_photo", "contour_error_vs_yaw",
+    "ScanRenders", "ScanFitResult", "render_scan", "scan_fit_experiment", "scan_distance_map", "scan_crop_mesh",
 ]

@@ -57,11 +57,16 @@ def _require_config(cfg) -> Config:
     return cfg
 
 
+#: ``experiments`` keys that do not change the cached fits and codes (see :func:`cache_dir`).
+_NOT_IN_CACHE_KEY = ("rivals", "beyond_basis_modes", "beyond_basis_subjects")
+
+
 def cache_dir(cfg: Config) -> Path:
     """``data/experiments/<hash>/``, keyed by every validated section that changes the results
     (``model``, ``synth``, ``fitting``, ``network``, ``train``, ``experiments``).
 
-    ``experiments.rivals`` is left out: the test-set fits do not depend on it, and the codes
+    ``experiments.rivals`` and the ``beyond_basis_*`` keys (chapter 11's world has its own
+    config, whose ``fitting`` and ``network`` differ) are left out: the test-set fits do not depend on them, and the codes
     files are keyed by the fingerprint of the networks loaded (:func:`networks_fingerprint`),
     which the rivals' networks change, so switching a rival on reuses the fits.
 
@@ -71,7 +76,7 @@ def cache_dir(cfg: Config) -> Path:
         When ``cfg`` is not a :class:`~disentangled_face.config.Config` (a profile name, say).
     """
     _require_config(cfg)
-    exp = {k: v for k, v in cfg.experiments.to_dict().items() if k != "rivals"}
+    exp = {k: v for k, v in cfg.experiments.to_dict().items() if k not in _NOT_IN_CACHE_KEY}
     key = section_hash(cfg.model, cfg.synth, cfg.fitting, cfg.network, cfg.train, exp, {"version": CACHE_VERSION})
     return data_dir("experiments", key)
 

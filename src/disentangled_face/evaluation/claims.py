@@ -1,4 +1,4 @@
-"""The paper's claims (chapter 11) judged on this project's runs, in the paper's own terms.
+"""The paper's claims (chapter 12) judged on this project's runs, in the paper's own terms.
 
 :func:`claims` turns the results of the runners (:mod:`.runs`) into :class:`Claim` records:
 each names the test behind its verdict, the smallest effect that test could detect at the
@@ -604,8 +604,8 @@ def _speed_claim(sp: pd.DataFrame | None) -> Claim:
     ours = t4.value("Proposed", "ms/image")
     base = {r: t4.value(r, "ms/image") for r in t4.rows if r != "Proposed"}
     lo, hi = min(base, key=base.get), max(base, key=base.get)
-    paper = (f"Paper (Table 4, {P.HARDWARE}): Proposed {fmt_num(ours)} ms per image, its baselines "
-             f"{fmt_num(base[lo])} ms ({lo}) to {fmt_num(base[hi])} ms ({hi}), {fmt_num(base[lo] / ours)}× to "
+    paper = (f"Paper (Table 4, {P.HARDWARE}): Proposed {_pub(ours)} ms per image, its baselines "
+             f"{_pub(base[lo])} ms ({lo}) to {_pub(base[hi])} ms ({hi}), {fmt_num(base[lo] / ours)}× to "
              f"{fmt_num(base[hi] / ours)}×; it times no 3DMM fitting.")
     test = f"measured ratio ≥ {fmt_num(ORDER_OF_MAGNITUDE)} (timing medians; no test)"
     if sp is None or not {"Proposed", "3DMM fitting"} <= set(sp.index):

@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-__all__ = ["PAPER", "CITATIONS", "NOT_REPORTED", "DASH", "HARDWARE", "VERIFICATION_METRICS",
+__all__ = ["PAPER", "CITATIONS", "NOT_REPORTED", "DASH", "NOT_MEASURED", "HARDWARE", "VERIFICATION_METRICS",
            "TABLE1_COLUMNS", "PaperTable", "VerificationRow", "PaperVerification", "TABLES", "TABLE3",
            "YTF_FUSION", "SETUP", "get", "n_values", "counterpart", "beside", "verification_counterparts",
            "verification_beside"]
@@ -65,6 +65,9 @@ NOT_REPORTED = None
 
 #: How a :data:`NOT_REPORTED` cell is shown.
 DASH = "–"
+
+#: How :func:`beside` shows a cell of ours that has no value (not the paper's :data:`DASH`).
+NOT_MEASURED = "not measured"
 
 #: The machine on which the paper timed Table 4 (Sec. 4.3).
 HARDWARE = "Intel Core i7-5930K @ 3.5 GHz, 32 GB RAM, GeForce GTX 1080"
@@ -140,11 +143,13 @@ class PaperTable:
         df.index.name = f"paper {self.ref} ({self.units})"
         return df
 
-    def frame(self):
-        """The table for display: the paper's numbers, "–" where it reports none."""
+    def frame(self, digits: int = 2):
+        """The table for display: the paper's numbers as it prints them, with ``digits``
+        decimals (``"2.00"``, ``"29.80"``: strings, so that no table formatter trims or rounds
+        them), "–" where it reports none; :meth:`numeric` gives the floats."""
         import pandas as pd
 
-        df = pd.DataFrame([[DASH if v is None else v for v in self.values[r]] for r in self.rows],
+        df = pd.DataFrame([[DASH if v is None else f"{v:.{digits}f}" for v in self.values[r]] for r in self.rows],
                           index=list(self.rows), columns=list(self.columns), dtype=object)
         df.index.name = f"paper {self.ref} ({self.units})"
         return df
@@ -345,9 +350,11 @@ def n_values() -> int:
 
 
 def _paper_row(name: str) -> Optional[str]:
+    """The paper row of our method ``name``; a row label with a note after the method's name
+    (``"texture (feature only)"`` in Table 4) counts as that method."""
     from ..methods import METHODS
 
-    m = METHODS.get(name)
+    m = METHODS.get(name) or METHODS.get(name.split(" (")[0])
     return None if m is None else m.paper_row
 
 
@@ -386,6 +393,10 @@ def beside(table: PaperTable, ours, metric: str = "rmse_mm", column_map: Optiona
     DataFrame
         Index (source, row): ``("paper", <paper row>)`` and ``("ours", <our method>)``; the
         paper's columns, then ``"paper row"`` (for ours: the paper row it stands for, or why none).
+        Every cell is text, so that a table formatter shows it as written: the paper's at its own
+        precision (:meth:`PaperTable.frame`: ``"2.00"``, ``"–"`` where it reports none), ours to
+        three significant figures with their zeros (``"2.40"``, ``"107"``), and
+        :data:`NOT_MEASURED` where ours has no value (a missing column, or NaN).
 
     Raises
     ------
@@ -401,9 +412,16 @@ def beside(table: PaperTable, ours, metric: str = "rmse_mm", column_map: Optiona
     shared = [c for c in table.columns if c in ours.columns]
     if not shared:
         raise ValueError(f"our table has none of the columns of the paper's {table.ref} {table.columns}")
+    from ..format import fmt_num
+
+    def cell(v):  # ours: three significant figures, zeros kept ("2.00"); a number we lack is no "–"
+        if isinstance(v, str):
+            return v
+        return NOT_MEASURED if v is None or v != v else fmt_num(v, 3, trim=False)
+
     paper = table.frame()
     paper["paper row"] = ""
-    mine = pd.DataFrame({c: (ours[c].astype(object) if c in ours.columns else "not measured")
+    mine = pd.DataFrame({c: (ours[c].map(cell) if c in ours.columns else NOT_MEASURED)
                          for c in table.columns}, index=ours.index)
     mine["paper row"] = [counterpart(str(n), table) for n in ours.index]
     out = pd.concat({"paper": paper, "ours": mine})
@@ -419,7 +437,8 @@ def verification_counterparts(names: Sequence[str], dataset: str) -> "pd.Series"
     paper reports only in its YTF fusion sentence (accuracy); our "texture + Proposed" for the
     fused SphereFace + Proposed of that sentence. Our other fusions have no counterpart: the
     paper's Shape ✓ Texture ✓ rows fuse a method's own shape and texture *parameters*, not a
-    texture network.
+    texture network (our "texture + 3DMM-CNN-like"); for 3DDFA, which gives shape only, the
+    paper has no texture or fused row at all (our "texture + 3DDFA-like").
 
     Parameters
     ----------
@@ -444,6 +463,10 @@ def verification_counterparts(names: Sequence[str], dataset: str) -> "pd.Series"
             if sorted(map(str, parts)) == ["Proposed", "SphereFace"]:
                 out[n] = (f"SphereFace + Proposed (Sec. 4.2 text, accuracy {YTF_FUSION['SphereFace + Proposed']:.2f} %)"
                           if dataset == "YTF" else "no counterpart: the paper gives its fusion with SphereFace on YTF only")
+            elif not any(r.method in parts and r.texture for r in t.rows):
+                shape_row = next(p for p in parts if p != "SphereFace")
+                out[n] = (f"no counterpart: the paper's {shape_row} gives shape only (no texture row, no fusion), "
+                          "and its shape + texture rows fuse a method's own texture parameters, not a texture network")
             else:
                 out[n] = ("no counterpart: the paper's shape + texture rows fuse a method's own texture "
                           "parameters, not a texture network")
@@ -471,7 +494,9 @@ def verification_beside(ours, dataset: str):
     Returns
     -------
     DataFrame
-        Index (source, row), source ``"paper"`` (Table 3), ``"paper, Sec. 4.2 text"`` (YTF only:
+        Index (source, row), source ``"paper"`` (Table 3; its Texture ✓ rows labelled as the
+        method's texture *parameters*, ``"3DMM-CNN (texture parameters)"``, ``"3DMM (shape +
+        texture parameters)"``, which they are), ``"paper, Sec. 4.2 text"`` (YTF only:
         SphereFace alone and fused, accuracy only; its other metrics read "not in the paper")
         or ``"ours"``; columns Shape, Texture (✓/×; ours: "network" for the texture network),
         the five metrics and "paper row" (for ours: :func:`verification_counterparts`).
@@ -482,7 +507,8 @@ def verification_beside(ours, dataset: str):
 
     t = TABLE3[dataset]
     paper = t.frame().set_index("Method")
-    paper.index = [r.label for r in t.rows]
+    # the paper's Texture ✓ is a method's own texture parameters (3DMM [28], 3DMM-CNN [33]), not a network
+    paper.index = [f"{r.method} ({r.features} parameters)" if r.texture else r.label for r in t.rows]
     paper["paper row"] = ""
     parts = {"paper": paper}
     if dataset == "YTF":

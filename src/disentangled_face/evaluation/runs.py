@@ -117,15 +117,20 @@ def _per_image(f: Callable) -> Callable:
     return lambda x: [f(x[i:i + 1]) for i in range(len(x))]
 
 
-def _network_timers(nets: Mapping, model, x, batch_size: int, one_by_one: bool) -> dict:
-    """Timed callables of every network method of the main run, image to shape (or, for the
-    texture network, to its feature: "<name> (feature only)"), in table order. A rival is not
-    timed: 3DDFA-like is the 3DMM-CNN-like network with other weights, its time is that row's."""
+def _timed_methods(cfg: Config) -> list:
+    """The network methods Table 4 times: the main run's and the rivals of ``experiments.rivals``."""
+    return [m for m in active_methods(cfg) if m.source == "checkpoint"]
+
+
+def _network_timers(cfg: Config, nets: Mapping, model, x, batch_size: int, one_by_one: bool) -> dict:
+    """Timed callables of every network method (:func:`_timed_methods`), image to shape (or, for
+    the texture network, to its feature: "<name> (feature only)"), in table order. A rival is
+    timed like the others: 3DDFA-like is the 3DMM-CNN-like network (the same encoder, decoded
+    through the 3DMM) with other weights, so its time matches that row's by construction, and
+    timing it measures the run-to-run spread of two equal computations."""
     out = {}
-    for m in active_methods():
-        if m.source != "checkpoint":
-            continue
-        net = nets[m.phase]
+    for m in _timed_methods(cfg):
+        net = nets[m.network]
         if m.has_shape:
             morphable = model if m.decode == "3dmm" else None
             f = (lambda x, net=net, morphable=morphable: reconstruct(net, x, batch_size, morphable=morphable))
@@ -139,22 +144,22 @@ def _cpu_speed(cfg: Config, model, nets: Mapping, x1, xb, lms, reps: int) -> lis
     """Table 4 on the CPU: every method one image at a time, then the networks batched."""
     opts = fit_overrides(cfg.experiments)
     fit = (lambda L: [fitting.fit_single_image(model, lm, options=cfg.fitting, **opts) for lm in L], lms, len(x1))
-    t1 = speed_table({"3DMM fitting": fit, **_network_timers(nets, model, x1, 1, one_by_one=True)},
+    t1 = speed_table({"3DMM fitting": fit, **_network_timers(cfg, nets, model, x1, 1, one_by_one=True)},
                      repeats=reps, device="cpu")
     t1["batch"] = 1
     bs = cfg.experiments.speed_batch
-    tb = speed_table(_network_timers(nets, model, xb, bs, one_by_one=False), repeats=reps, device="cpu")
+    tb = speed_table(_network_timers(cfg, nets, model, xb, bs, one_by_one=False), repeats=reps, device="cpu")
     tb["batch"] = len(xb)
     return [t1, tb]
 
 
-def _gpu_speed(model, nets: Mapping, x1, xb, reps: int) -> list[pd.DataFrame]:
+def _gpu_speed(cfg: Config, model, nets: Mapping, x1, xb, reps: int) -> list[pd.DataFrame]:
     """Table 4 on the first CUDA device: the networks, one image at a time and batched."""
-    g = {m.phase: copy.deepcopy(nets[m.phase]).cuda() for m in active_methods() if m.source == "checkpoint"}
+    g = {m.network: copy.deepcopy(nets[m.network]).cuda() for m in _timed_methods(cfg)}
     name = torch.cuda.get_device_name(0)
     frames = []
     for bs, x in ((1, x1), (len(xb), xb)):
-        t = speed_table(_network_timers(g, model, x, bs, one_by_one=bs == 1), repeats=reps,
+        t = speed_table(_network_timers(cfg, g, model, x, bs, one_by_one=bs == 1), repeats=reps,
                         device=f"cuda ({name})", sync=torch.cuda.synchronize)
         t["batch"] = bs
         frames.append(t)
@@ -166,11 +171,13 @@ def run_speed(cfg: Config, gpu: bool | None = None) -> pd.DataFrame:
 
     Times the full path from image (or landmarks, for fitting) to a dense 3D shape:
     ``3DMM fitting`` (:func:`fitting.fit_single_image` per image, options ``cfg.fitting``),
-    ``3DMM-CNN-like`` (Phase I encoder + 3DMM), ``Proposed`` (encoder + decoders), and the
-    texture network's feature; ``cfg.experiments`` gives the images timed (``speed_images``),
+    ``3DMM-CNN-like`` (Phase I encoder + 3DMM), the rivals of ``experiments.rivals``
+    (``3DDFA-like``: the same network with the weights of its own run, so the same time by
+    construction), ``Proposed`` (encoder + decoders), and the texture network's feature;
+    ``cfg.experiments`` gives the images timed (``speed_images``),
     the batch (``speed_batch``) and the repeats (``speed_repeats``, the median is reported).
     On a CUDA machine (``gpu`` None = when available) the networks are timed on the GPU too.
-    The table is also written to ``cache_dir(cfg)/speed.csv`` for chapter 11.
+    The table is also written to ``cache_dir(cfg)/speed.csv`` for chapter 12.
 
     Returns
     -------
@@ -187,7 +194,7 @@ def run_speed(cfg: Config, gpu: bool | None = None) -> pd.DataFrame:
     if gpu is None:
         gpu = torch.cuda.is_available()
     if gpu:
-        frames += _gpu_speed(model, nets, x1, xb, exp.speed_repeats)
+        frames += _gpu_speed(cfg, model, nets, x1, xb, exp.speed_repeats)
     df = pd.concat(frames)
     df["CPU threads"] = torch.get_num_threads()
     df.loc[df.index == "3DMM fitting", "CPU threads"] = int(cfg.fitting.threads or torch.get_num_threads())

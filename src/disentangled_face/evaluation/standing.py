@@ -4,7 +4,7 @@ The introduction is executed after every chapter (its page is read last, and it 
 every build), so it can state what this very build measured: :func:`standing` collects the
 numbers the chapters wrote to ``data/results/<chapter>/headline.json`` (chapter 6: held-out
 images of the training subjects and unseen subjects, chapter 8: verification accuracy, chapter
-11: the claims' verdicts), and :func:`standing_markdown` writes them as sentences. Nothing is
+11: the premise's tests in the beyond-basis world, chapter 12: the claims' verdicts), and :func:`standing_markdown` writes them as sentences. Nothing is
 typed in: a chapter that has not run yet is reported as such.
 
 >>> import json, tempfile, pathlib
@@ -13,7 +13,7 @@ typed in: a chapter that has not run yet is reported as such.
 ...     _ = p.joinpath("headline.json").write_text(json.dumps({"lfw_Proposed_acc": 80.0}))
 ...     s = standing(root=d)
 >>> s["lfw_accuracy_pct"]["Proposed"], s["missing"]
-(80.0, ['06_training', '11_conclusions'])
+(80.0, ['06_training', '11_beyond_basis', '12_conclusions'])
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .results import results_dir
 __all__ = ["standing", "standing_markdown"]
 
 #: The chapters whose headlines the box reads.
-CHAPTERS = ("06_training", "08_recognition", "11_conclusions")
+CHAPTERS = ("06_training", "08_recognition", "11_beyond_basis", "12_conclusions")
 _SHAPE_METHODS = ("3DMM-CNN-like", "Proposed")
 _LFW_METHODS = ("texture", "3DMM-CNN-like", "Proposed", "texture + Proposed")
 
@@ -57,8 +57,8 @@ def standing(root: str | os.PathLike | None = None) -> dict[str, Any]:
     dict
         ``held_out_vs_mean_face`` and ``unseen_vs_mean_face`` (method -> ratio of its aligned
         3D error to the mean face's, chapter 6), ``unseen_mean_face_mm`` (mm),
-        ``lfw_accuracy_pct`` (method -> %, chapter 8), ``verdicts`` (verdict -> count,
-        chapter 11), ``missing`` (chapters without a headline). Absent numbers are absent keys.
+        ``lfw_accuracy_pct`` (method -> %, chapter 8), ``premise`` (question -> verdict,
+        chapter 11), ``verdicts`` (verdict -> count, chapter 12), ``missing`` (chapters without a headline). Absent numbers are absent keys.
 
     Raises
     ------
@@ -80,11 +80,14 @@ def standing(root: str | os.PathLike | None = None) -> dict[str, Any]:
     lfw = {m: h8[f"lfw_{m}_acc"] for m in _LFW_METHODS if f"lfw_{m}_acc" in h8}
     if lfw:
         out["lfw_accuracy_pct"] = lfw
-    h11 = heads["11_conclusions"] or {}
-    if "verdict_counts" in h11:
-        out["verdicts"] = {str(k): int(v) for k, v in h11["verdict_counts"].items()}
-    elif "verdicts" in h11:
-        out["verdicts"] = dict(Counter(h11["verdicts"]))
+    h11 = heads["11_beyond_basis"] or {}
+    if "premise_verdicts" in h11:
+        out["premise"] = {str(k): str(v) for k, v in h11["premise_verdicts"].items()}
+    h12 = heads["12_conclusions"] or {}
+    if "verdict_counts" in h12:
+        out["verdicts"] = {str(k): int(v) for k, v in h12["verdict_counts"].items()}
+    elif "verdicts" in h12:
+        out["verdicts"] = dict(Counter(h12["verdicts"]))
     return out
 
 
@@ -111,9 +114,14 @@ def standing_markdown(root: str | os.PathLike | None = None) -> str:
         parts.append("On lfw-like verification (chance 50 %) they reach "
                      + ", ".join(f"{fmt_pct(v)} ({m})" for m, v in a.items())
                      + " (chapter 8; the paper's LFW figures are real photographs, ours synthetic).")
+    if "premise" in s:
+        n = Counter(s["premise"].values())
+        parts.append(f"In the world where the paper's premise holds (faces beyond the fitting basis, chapter 11), "
+                     f"{n.get('supported', 0)} of its {len(s['premise'])} tested questions are supported, "
+                     f"{n.get('not supported', 0)} contradicted and {n.get('inconclusive', 0)} inconclusive.")
     if "verdicts" in s:
         v = s["verdicts"]
-        parts.append(f"Of the paper's claims as chapter 11 tests them, {v.get('supported', 0)} are supported by "
+        parts.append(f"Of the paper's claims as chapter 12 tests them, {v.get('supported', 0)} are supported by "
                      f"our runs, {v.get('not supported', 0)} are not and {v.get('inconclusive', 0)} are inconclusive"
                      + (f"; {v['not evaluated']} could not be evaluated (no run of the method it compares with)"
                         if v.get("not evaluated") else "") + ".")

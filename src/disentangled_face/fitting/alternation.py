@@ -15,6 +15,13 @@ The normal equations are formed without the (2L, k) design matrices: with
 blocks ``G_de = sum_l B[:, l, d]^T B[:, l, e]`` of the model, and
 ``A^T b = w sum_l B_l^T (R_2^T b_l)`` ("lifting" the 2D residual to 3D), so their cost does not
 grow with the landmarks.
+
+With landmark marching (``contour: marching``) the 16 jaw rows differ per image: their bases are
+gathered once per contour update (only for the images whose vertices moved) into coordinate-major
+(N, 3, J, k) blocks, so that every jaw term is one batched matrix product over the images (for the
+identity Gram, one product per subject over its images' stacked rows); the candidates of all lines
+are evaluated for all images at once, and the landmarks and lifted jaw bases are memoised on the
+state's tensors, which the steps often evaluate again unchanged.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class Fitter:
         dtype = torch_dtype(options.dtype)
         mU, iU, eU = model.landmark_bases()
         self.mean = torch.as_tensor(mU, dtype=dtype)
+        self.mean_img = self.mean                      # (L, 3), or (N, L, 3) with per-image jaw vertices
         self.idb = torch.as_tensor(iU, dtype=dtype)   # (k_id, L, 3)
         self.exb = torch.as_tensor(eU, dtype=dtype)   # (k_exp, L, 3)
         self.Gi, self.Ge, self.Cei = _g4(iU, iU, dtype), _g4(eU, eU, dtype), _g4(eU, iU, dtype)
@@ -89,6 +97,12 @@ class Fitter:
         self.exp_iters, self.pose_refine, self.exp_solver = options.exp_iters, options.pose_refine, exp_solver
         self.as_iters = options.active_set_iters
         self.lines = None
+        N = self.y.shape[0]
+        self.one_per_subject = n_subj == N and bool((self.subj == torch.arange(N)).all())
+        self.groups, self.contiguous_groups = None, False
+        self._cache: dict = {}
+        self._pos_version = 0
+        self._init_groups()
         if getattr(options, "contour", "none") == "marching":
             self._init_contour(model, mU, iU, eU)
 
@@ -110,18 +124,54 @@ class Fitter:
         self.idb, self.exb = torch.as_tensor(iUc, dtype=dt), torch.as_tensor(eUc, dtype=dt)
         self.Gi, self.Ge, self.Cei = _g4(iUc, iUc, dt), _g4(eUc, eUc, dt), _g4(eUc, iUc, dt)
         V = lines.vertices
+        J, K = V.shape
         self.c_mean = torch.as_tensor(model.mean[V], dtype=dt)                          # (J, K, 3)
-        self.c_id = torch.as_tensor(np.moveaxis(model.id_basis[:, V], 0, 2), dtype=dt)  # (J, K, k_id, 3)
-        self.c_exp = torch.as_tensor(np.moveaxis(model.exp_basis[:, V], 0, 2), dtype=dt)
+        # candidate bases, one row per (line, candidate), coordinate-major: (J K, 3, k)
+        self.c_id = torch.as_tensor(np.ascontiguousarray(np.moveaxis(model.id_basis[:, V], 0, -1).reshape(J * K, 3, -1)), dtype=dt)
+        self.c_exp = torch.as_tensor(np.ascontiguousarray(np.moveaxis(model.exp_basis[:, V], 0, -1).reshape(J * K, 3, -1)), dtype=dt)
         self.c_verts = torch.as_tensor(V)
         N = self.y.shape[0]
         self.pos = torch.as_tensor(lines.fixed)[None].expand(N, -1).clone()
         self._gather()
 
-    def _gather(self) -> None:
-        """The per-image jaw bases of the current positions: (N, J, 3), (N, J, k, 3)."""
-        j = torch.arange(self.pos.shape[1])[None]
-        self.jm, self.jid, self.jexp = self.c_mean[j, self.pos], self.c_id[j, self.pos], self.c_exp[j, self.pos]
+    def _init_groups(self) -> None:
+        """Images grouped by subject for the per-subject Gram sums (:meth:`gram_sum`):
+        ``self.groups`` (S, M) image indices padded with N (a zero row), or None when every
+        subject has one image in order (the single-image mode)."""
+        N = self.y.shape[0]
+        if self.one_per_subject:
+            self.groups = None
+            return
+        counts = torch.bincount(self.subj, minlength=self.S)
+        order = torch.argsort(self.subj, stable=True)
+        M = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(N) - starts[self.subj[order]]
+        groups = torch.full((self.S, M), N, dtype=torch.long)
+        groups[self.subj[order], rank] = order
+        self.groups = groups
+        self.contiguous_groups = N == self.S * M and bool((groups.reshape(-1) == torch.arange(N)).all())
+
+    def _gather(self, rows: torch.Tensor | None = None) -> None:
+        """The per-image jaw bases of the current positions: ``jm`` (N, J, 3) and, coordinate-
+        major, ``jid`` (N, 3, J, k_id), ``jexp`` (N, 3, J, k_exp); only the images ``rows``
+        (indices) when given (the others' positions did not change)."""
+        J, K = self.c_mean.shape[:2]
+        pos = self.pos if rows is None else self.pos[rows]
+        n = pos.shape[0]
+        j = torch.arange(J)[None]
+        flat = (j * K + pos).reshape(-1)
+        jm = self.c_mean[j, pos]
+        jid = self.c_id.index_select(0, flat).view(n, J, 3, -1).transpose(1, 2)
+        jexp = self.c_exp.index_select(0, flat).view(n, J, 3, -1).transpose(1, 2)
+        if rows is None:
+            self.jm, self.jid, self.jexp = jm, jid.contiguous(), jexp.contiguous()
+            self.mean_img = self.mean.expand(n, *self.mean.shape).clone()
+        else:
+            self.jm[rows], self.jid[rows], self.jexp[rows] = jm, jid, jexp
+            self.mean_img = self.mean_img.clone()     # X of earlier positions may be views of it
+        self.mean_img[:, self.jaw] = self.jm
+        self._pos_version += 1
 
     def landmark_vertices(self, model: MorphableModel) -> np.ndarray:
         """The vertex of every landmark per image (N, L): ``model.landmarks``, jaw moved when marching."""
@@ -140,17 +190,21 @@ class Fitter:
             return
         from ..shape.contour import marching_choice
 
+        N = self.y.shape[0]
         J, K = self.c_mean.shape[:2]
-        P = (self.c_mean + torch.einsum("nk,jmkd->njmd", st.a_id[self.subj], self.c_id)
-             + torch.einsum("nk,jmkd->njmd", st.a_exp, self.c_exp))                   # (N, J, K, 3)
-        N = P.shape[0]
-        uv = project_up(P.reshape(N, J * K, 3), st.R, st.f, st.t).reshape(N, J, K, 2)
+        # every candidate of every line: mean + identity part (per subject, then per image) + expression part
+        P_id = (st.a_id @ self.c_id.view(J * K * 3, -1).T)[self.subj]                # (N, J K 3)
+        P = self.c_mean.reshape(1, -1) + torch.addmm(P_id, st.a_exp, self.c_exp.view(J * K * 3, -1).T)
+        uv = project_up(P.view(N, J * K, 3), st.R, st.f, st.t).view(N, J, K, 2)
         new = marching_choice(uv, st.R, self.y[:, self.jaw], self.lines, v_down=False)
-        self.pos = new if images is None else torch.where(images[:, None], new, self.pos)
-        self._gather()
+        new = new if images is None else torch.where(images[:, None], new, self.pos)
+        rows = (new != self.pos).any(1).nonzero()[:, 0]
+        self.pos = new
+        if len(rows):                        # re-gather the images whose vertices moved
+            self._gather(rows)
 
     def _basis(self, which: str):
-        """(constant landmark basis (k, L, 3), per-image jaw basis (N, J, k, 3) or None)."""
+        """(constant landmark basis (k, L, 3), per-image jaw basis (N, 3, J, k) or None)."""
         if which == "id":
             return self.idb, (self.jid if self.lines is not None else None)
         return self.exb, (self.jexp if self.lines is not None else None)
@@ -160,9 +214,17 @@ class Fitter:
         image's landmark basis ``B_n`` of block ``which`` ('id' or 'exp')."""
         basis, jb = self._basis(which)
         out = torch.einsum("nld...,kld->nk...", v, basis)
-        if jb is not None:
-            out = out + torch.einsum("njd...,njkd->nk...", v[:, self.jaw], jb)
+        if jb is not None:       # the jaw rows: one batched product per image, (r, 3J) @ (3J, k)
+            N, _, J, k = jb.shape
+            vj = v[:, self.jaw].movedim(2, 1).reshape(N, 3 * J, -1)                   # (N, 3J, r)
+            out = out + (vj.transpose(1, 2) @ jb.view(N, 3 * J, k)).transpose(1, 2).reshape(out.shape)
         return out
+
+    def _lifted_jaw(self, st: State, jb: torch.Tensor) -> torch.Tensor:
+        """The jaw rows of ``w P R B`` per image, (N, 2J, k): one (2, 3) @ (3, J k) product per image."""
+        N, _, J, k = jb.shape
+        w = st.f / self.s
+        return (w[:, None, None] * (st.R[:, :2, :] @ jb.view(N, 3, J * k))).view(N, 2 * J, k)
 
     def gram(self, st: State, a: str, b: str, per_subject: bool = False) -> torch.Tensor:
         """``sum_l (w R_2 B_a,l)^T (w R_2 B_b,l)`` per image (N, k_a, k_b), or summed per subject."""
@@ -171,39 +233,86 @@ class Fitter:
         ka, kb = self._basis(a)[0].shape[0], self._basis(b)[0].shape[0]
         if self.lines is None:
             return self.combine(self.sum_subj(Q) if per_subject else Q, G4, ka, kb)
-        H = self.combine(Q, G4, ka, kb)
-        w = st.f / self.s
-        R2 = st.R[:, :2, :]
-        Ma = w[:, None, None, None] * torch.einsum("ned,njkd->njek", R2, self._basis(a)[1])
-        Mb = Ma if a == b else w[:, None, None, None] * torch.einsum("ned,njkd->njek", R2, self._basis(b)[1])
-        H = H + torch.einsum("njek,njel->nkl", Ma, Mb)
-        return self.sum_subj(H) if per_subject else H
+        Ma = self._memo(f"M{a}", (st.R, st.f), lambda: self._lifted_jaw(st, self._basis(a)[1]))
+        Mb = Ma if a == b else self._memo(f"M{b}", (st.R, st.f), lambda: self._lifted_jaw(st, self._basis(b)[1]))
+        if per_subject:          # all jaw rows of a subject's images in one product
+            return self.combine(self.sum_subj(Q), G4, ka, kb) + self.gram_sum(Ma, None if a == b else Mb)
+        return torch.baddbmm(self.combine(Q, G4, ka, kb), Ma.transpose(1, 2), Mb)
+
+    def gram_sum(self, A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_{i in subject} A_i^T B_i`` (S, k_a, k_b) of per-image blocks A (N, r, k_a) and
+        B (N, r, k_b) (B = A when None): one product per subject over its images' stacked rows
+        (``self.groups``), not N products summed."""
+        if self.groups is None:
+            return A.transpose(1, 2) @ (A if B is None else B)
+        S = self.groups.shape[0]
+        def stack(M):
+            if self.contiguous_groups:          # images already in subject order, M each: a view
+                return M.reshape(S, -1, M.shape[-1])
+            return torch.cat([M, M.new_zeros(1, *M.shape[1:])])[self.groups].view(S, -1, M.shape[-1])
+        Ga = stack(A)
+        return Ga.transpose(1, 2) @ (Ga if B is None else stack(B))
 
     # ------------------------------------------------------------ shapes and the objective
+    def _memo(self, name: str, keys: tuple, fn):
+        """``fn()`` cached on the identity and version of the tensors ``keys`` and the contour
+        positions: X, its parts and the lifted jaw bases are pure functions of these, and a step
+        often evaluates them again on unchanged codes or poses."""
+        key = tuple((id(k), k._version) for k in keys) + (self._pos_version,)
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[2]
+        val = fn()
+        self._cache[name] = (key, keys, val)      # the tensors are held, so their ids stay unique
+        return val
+
     def id_part(self, a_id):
-        return torch.einsum("nk,kld->nld", a_id[self.subj], self.idb)
+        """``A_id alpha_id`` at every image's landmarks (N, L, 3), mm (per subject, then per image)."""
+        return self._memo("id", (a_id,), lambda: self._part(self.idb, self.c_id if self.lines is not None else None,
+                                                            lambda: self.jid, a_id, per_subject=True))
 
     def exp_part(self, a_exp):
-        return torch.einsum("nk,kld->nld", a_exp, self.exb)
+        """``A_exp alpha_exp`` at every image's landmarks (N, L, 3), mm."""
+        return self._memo("exp", (a_exp,), lambda: self._part(self.exb, self.c_exp if self.lines is not None else None,
+                                                              lambda: self.jexp, a_exp, per_subject=False))
+
+    def _part(self, basis, cand, jaw_basis, a, per_subject: bool):
+        """The landmarks (N, L, 3) of codes ``a`` ((S, k) per subject or (N, k) per image) on
+        ``basis`` (k, L, 3), the jaw rows at the current contour vertices (from the candidate
+        bases ``cand`` (J K, 3, k) per subject when subjects have several images each, else
+        from the per-image jaw bases ``jaw_basis()`` (N, 3, J, k))."""
+        out = torch.einsum("nk,kld->nld", a, basis)
+        if per_subject and not self.one_per_subject:
+            out = out[self.subj]
+        if self.lines is None:
+            return out
+        J, K = self.c_mean.shape[:2]
+        if per_subject and 4 * self.S <= self.y.shape[0]:
+            # every candidate of every line per subject (S, J K, 3), then each image's own
+            P = (a @ cand.view(J * K * 3, -1).T).view(-1, J * K, 3)
+            jaw = P[self.subj[:, None], torch.arange(J)[None] * K + self.pos]
+        else:
+            jaw = self._jaw_part(jaw_basis(), a[self.subj] if per_subject and not self.one_per_subject else a)
+        out[:, self.jaw] = jaw
+        return out
 
     def X(self, st: State, use_id: bool = True, use_exp: bool = True):
         """Model landmarks (N, L, 3) mm of the state (without the identity or the expression
         part when ``use_id`` / ``use_exp`` is False); the jaw at its current contour vertices."""
-        N = self.y.shape[0]
-        X = self.mean.expand(N, *self.mean.shape)
-        if use_id:
-            X = X + self.id_part(st.a_id)
-        if use_exp:
-            X = X + self.exp_part(st.a_exp)
-        if self.lines is not None:
-            Xj = self.jm
+        def build():
+            X = self.mean_img
             if use_id:
-                Xj = Xj + torch.einsum("nk,njkd->njd", st.a_id[self.subj], self.jid)
+                X = X + self.id_part(st.a_id)
             if use_exp:
-                Xj = Xj + torch.einsum("nk,njkd->njd", st.a_exp, self.jexp)
-            X = X.clone()
-            X[:, self.jaw] = Xj
-        return X
+                X = X + self.exp_part(st.a_exp)
+            return X.expand(self.y.shape[0], *X.shape[-2:])
+        return self._memo(f"X{int(use_id)}{int(use_exp)}", (st.a_id, st.a_exp), build)
+
+    @staticmethod
+    def _jaw_part(jb: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``sum_k a[n, k] jb[n, :, j, k]``: the jaw points (N, J, 3) of codes a (N, k)."""
+        N, _, J, k = jb.shape
+        return (jb.view(N, 3 * J, k) @ a[:, :, None]).view(N, 3, J).transpose(1, 2)
 
     def data_term(self, st: State, X=None):
         X = self.X(st) if X is None else X
@@ -218,6 +327,8 @@ class Fitter:
 
     def sum_subj(self, x):
         """Sum per-image rows (N, ...) into per-subject rows (S, ...)."""
+        if self.one_per_subject:
+            return x
         return torch.zeros(self.S, *x.shape[1:], dtype=self.dtype).index_add_(0, self.subj, x)
 
     def rmse_px(self, st: State) -> torch.Tensor:
@@ -263,7 +374,7 @@ class Fitter:
         B = basis[None].expand(N, *basis.shape)
         if jb is not None:
             B = B.clone()
-            B[:, :, self.jaw] = jb.transpose(1, 2)
+            B[:, :, self.jaw] = jb.permute(0, 3, 2, 1)
         w = (st.f / self.s)[:, None, None, None]
         A = w * torch.einsum("nkld,ned->nlek", B, st.R[:, :2, :])
         b = (self.y - project_up(fixed_X, st.R, st.f, st.t)) / self.s[:, None, None]

@@ -181,13 +181,33 @@ def _arrays(st) -> dict[str, np.ndarray]:
 
 def _run(model: MorphableModel, y: np.ndarray, subj: np.ndarray, S: int, opts: FittingConfig,
          exp_solver: str = "torch", verbose: bool = False, keep_iterates: bool = False) -> dict[str, Any]:
-    """Fit checked landmarks y (N, L, 2) of S subjects (``subj`` (N,) in [0, S)); plain arrays."""
-    fitter = Fitter(model, y, subj, S, opts, exp_solver)
+    """Fit checked landmarks y (N, L, 2) of S subjects (``subj`` (N,) in [0, S)); plain arrays.
+
+    With ``opts.id_modes`` = K below the model's modes the fitter sees the first K identity
+    modes only, and the returned ``a_id`` is padded with zeros to all of the model's."""
+    basis = _fitting_basis(model, opts)
+    fitter = Fitter(basis, y, subj, S, opts, exp_solver)
     snapshots = [] if keep_iterates else None
     st, hist, steps, n_iter, conv, sub_it, rmse = _solve(fitter, opts, verbose, snapshots)
-    return dict(_arrays(st), hist=hist, steps=steps, n_iter=n_iter, converged=conv,
-                rmse=rmse.double().numpy(), subject_iters=sub_it, vertices=fitter.landmark_vertices(model),
-                iterates=[_arrays(s) for s in snapshots or []])
+
+    def arrays(state):
+        a = _arrays(state)
+        a["a_id"] = np.pad(a["a_id"], ((0, 0), (0, model.n_id - basis.n_id)))
+        return a
+
+    return dict(arrays(st), hist=hist, steps=steps, n_iter=n_iter, converged=conv,
+                rmse=rmse.double().numpy(), subject_iters=sub_it, vertices=fitter.landmark_vertices(basis),
+                iterates=[arrays(s) for s in snapshots or []])
+
+
+def _fitting_basis(model: MorphableModel, opts: FittingConfig) -> MorphableModel:
+    """The model the fitter sees: its first ``opts.id_modes`` identity modes (all when None)."""
+    k = opts.id_modes
+    if k is None or k == model.n_id:
+        return model
+    if k > model.n_id:
+        raise ValueError(f"fitting.id_modes = {k} but the model has {model.n_id} identity modes")
+    return model.subset(n_id=k)
 
 
 def fit_shape_and_pose(model: MorphableModel, landmarks2d: Any, options: FittingConfig | None = None, *,

@@ -75,8 +75,8 @@ def _schur_solve(fx: Fitter, U, W, V, bp, bq):
     if bool((info == 0).all()):   # Schur complement through the Cholesky factor of U
         Y = torch.linalg.solve_triangular(Lc, torch.cat([W, bp[..., None]], -1), upper=False)
         Yw, yb = Y[..., :kq], Y[..., kq:]
-        Sred = V - fx.sum_subj(Yw.transpose(1, 2) @ Yw)
-        rhs = bq - fx.sum_subj((Yw.transpose(1, 2) @ yb)[..., 0])
+        Sred = V - fx.gram_sum(Yw)
+        rhs = bq - fx.gram_sum(Yw, yb)[..., 0]
         dq = spd_solve(Sred, rhs)
         dp = torch.linalg.solve_triangular(Lc.transpose(1, 2), yb - Yw @ dq[fx.subj][..., None], upper=True)[..., 0]
     else:

@@ -64,7 +64,8 @@ def _solve_free(Hs: torch.Tensor, gs: torch.Tensor, at_lo: torch.Tensor, at_hi: 
     """The exact minimiser with the variables at_lo / at_hi fixed at their bounds (unclamped)."""
     F = (~(at_lo | at_hi)).to(Hs.dtype)
     xc = torch.where(at_lo, torch.full_like(F, lo), torch.where(at_hi, torch.full_like(F, hi), torch.zeros_like(F)))
-    A = Hs * F[:, :, None] * F[:, None, :] + torch.diag_embed(1 - F)
+    A = Hs * (F[:, :, None] * F[:, None, :])
+    A.diagonal(dim1=1, dim2=2).add_(1 - F)
     rhs = F * (gs - (Hs @ xc[..., None])[..., 0]) + (1 - F) * xc
     Lc, info = torch.linalg.cholesky_ex(A)     # A is SPD (H is, plus identity rows)
     if bool((info == 0).all()):
@@ -83,12 +84,14 @@ def _active_set(H: torch.Tensor, g: torch.Tensor, x: torch.Tensor, lo: float, hi
     prev = torch.zeros(x.shape[0], 2 * x.shape[1], dtype=torch.bool)
     idx = torch.arange(x.shape[0])                 # elements whose bound sets still change
     for it in range(as_iters):
-        Hs, gs, xs = H[idx], g[idx], cand[idx]
-        z = xs - c[idx] * ((Hs @ xs[..., None])[..., 0] - gs)
+        full = len(idx) == x.shape[0]             # no copies of H while every element takes part
+        Hs, gs, xs, cs = (H, g, cand, c) if full else (H[idx], g[idx], cand[idx], c[idx])
+        z = xs - cs * ((Hs @ xs[..., None])[..., 0] - gs)
         at_lo, at_hi = z < lo, z > hi
         key = torch.cat([at_lo, at_hi], -1)
-        moved = (key != prev[idx]).any(-1) if it else torch.ones(len(idx), dtype=torch.bool)
-        idx, Hs, gs, at_lo, at_hi, key = idx[moved], Hs[moved], gs[moved], at_lo[moved], at_hi[moved], key[moved]
+        moved = (key != prev[idx]).any(-1) if it else None
+        if moved is not None and not bool(moved.all()):
+            idx, Hs, gs, at_lo, at_hi, key = idx[moved], Hs[moved], gs[moved], at_lo[moved], at_hi[moved], key[moved]
         if len(idx) == 0:
             break
         prev[idx] = key

@@ -41,7 +41,8 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def targets_path(cfg: Config, model: MorphableModel | None = None, kind: str = "fitted") -> Path:
+def targets_path(cfg: Config, model: MorphableModel | None = None, kind: str = "fitted",
+                 subjects: int | None = None) -> Path:
     """Where :func:`build_targets` writes: ``data/targets/train-<config_hash>.npz`` for the
     multi-image fit (``kind="fitted"``), ``data/targets/train-single-<config_hash>.npz`` for the
     single-image fits (``kind="single_image"``).
@@ -50,6 +51,7 @@ def targets_path(cfg: Config, model: MorphableModel | None = None, kind: str = "
     (itself keyed by ``cfg.synth`` and the model's name and sizes), :data:`TARGETS_VERSION` and,
     for ``"single_image"``, the kind (the ``"fitted"`` key is the one it had before the kinds
     existed); ``cfg.targets.chunk`` and ``workers`` do not change the targets and are not part of it.
+    ``subjects`` (the first that many subjects only, see :func:`build_targets`) joins the key when given.
 
     Raises
     ------
@@ -61,13 +63,15 @@ def targets_path(cfg: Config, model: MorphableModel | None = None, kind: str = "
     _check_kind(kind)
     proto = protocol_path("train", cfg.synth, model)
     key = dict(fitting=cfg.fitting.to_dict(), protocol=proto.name, version=TARGETS_VERSION)
+    if subjects is not None:
+        key["subjects"] = int(subjects)
     if kind == "fitted":
         return data_dir("targets") / f"train-{config_hash(key)}.npz"
     return data_dir("targets") / f"train-single-{config_hash({**key, 'kind': kind})}.npz"
 
 
 def build_targets(cfg: Config, model: MorphableModel | None = None, overwrite: bool = False,
-                  progress: bool = False, kind: str = "fitted") -> Path:
+                  progress: bool = False, kind: str = "fitted", subjects: int | None = None) -> Path:
     """Fit the synthetic ``train`` protocol and store the training targets (paper Sec. 3.3.2).
 
     ``kind="fitted"`` (the paper's): every subject's images are fitted together
@@ -98,6 +102,9 @@ def build_targets(cfg: Config, model: MorphableModel | None = None, overwrite: b
         Show the progress of rendering the protocol, when it has to be built.
     kind : {"fitted", "single_image"}
         Which targets (:data:`TARGET_KINDS`).
+    subjects : int, optional
+        Fit only the images of the first ``subjects`` subjects (in the protocol's label order;
+        ``index`` then holds their rows), e.g. chapter 11's smaller beyond-basis population.
 
     Returns
     -------
@@ -107,23 +114,32 @@ def build_targets(cfg: Config, model: MorphableModel | None = None, overwrite: b
     Raises
     ------
     ValueError
-        On a ``kind`` not in :data:`TARGET_KINDS` (and as :func:`fit_subjects`).
+        On a ``kind`` not in :data:`TARGET_KINDS`, ``subjects`` not in [1, the protocol's
+        subjects] (and as :func:`fit_subjects`).
     """
     from ..data import build_protocol, load_protocol
 
     if model is None:
         model = load_model(cfg.model)
-    path = targets_path(cfg, model, kind)
+    path = targets_path(cfg, model, kind, subjects)
     if path.is_file() and not overwrite:
         return path
     ds = load_protocol(build_protocol("train", cfg.synth, model=model, progress=progress))
     labels = np.asarray(ds.label)
+    index = np.arange(len(labels))
+    if subjects is not None:
+        names = np.unique(labels)
+        if not 1 <= int(subjects) <= len(names):
+            raise ValueError(f"subjects must lie in [1, {len(names)}] (the train protocol's), got {subjects}")
+        index = np.flatnonzero(np.isin(labels, names[:int(subjects)]))
+        labels = labels[index]
+    lms = np.asarray(ds.landmarks, np.float64)[index]
     chunk = cfg.targets.chunk
     if kind == "single_image" and chunk:  # subjects per batch -> as many images as those subjects have
         chunk = int(chunk) * -(-len(labels) // len(np.unique(labels)))
-    fit = fit_subjects(model, np.asarray(ds.landmarks, np.float64), labels if kind == "fitted" else None,
+    fit = fit_subjects(model, lms, labels if kind == "fitted" else None,
                        cfg.fitting, chunk=chunk, workers=cfg.targets.workers)
-    out = dict(index=np.arange(len(labels)), label=labels, alpha_id=fit.alpha_id.astype(np.float32),
+    out = dict(index=index, label=labels, alpha_id=fit.alpha_id.astype(np.float32),
                alpha_exp=fit.alpha_exp.astype(np.float32), R=fit.R.astype(np.float32), f=fit.f.astype(np.float32),
                t=fit.t.astype(np.float32), yaw=fit.yaw, pitch=fit.pitch, roll=fit.roll, rmse_px=fit.rmse_px,
                subjects=fit.subjects, subject_n_iter=fit.subject_n_iter, objective=fit.objective)

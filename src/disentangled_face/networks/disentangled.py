@@ -51,6 +51,9 @@ class DisentangledFaceNet(nn.Module):
         Code scaling (unit factors when omitted).
     width, input_size, feature_dim, decoder_bias, norm
         See :class:`SphereFace20` and :class:`~disentangled_face.config.NetworkConfig`.
+    model_n_id : int, optional
+        The morphable model's identity modes (default ``n_id``); more than ``n_id`` when
+        ``c_id`` codes only its first ``n_id`` modes (``network.id_codes``, see :class:`CodeScaler`).
 
     Raises
     ------
@@ -61,7 +64,7 @@ class DisentangledFaceNet(nn.Module):
     def __init__(self, n_vertices: int, n_id: int, n_exp: int, n_subjects: int, s_mean=None,
                  scaler: CodeScaler | None = None, width: float = 1.0,
                  input_size: Sequence[int] = (112, 96), feature_dim: int = 512,
-                 decoder_bias: bool = False, norm: str = "none"):
+                 decoder_bias: bool = False, norm: str = "none", model_n_id: int | None = None):
         super().__init__()
         if min(n_vertices, n_id, n_exp, n_subjects) < 1:
             raise ValueError(f"sizes must be >= 1, got n={n_vertices}, k_id={n_id}, k_exp={n_exp}, subjects={n_subjects}")
@@ -87,9 +90,14 @@ class DisentangledFaceNet(nn.Module):
         if mean.numel() != 3 * n_vertices:
             raise ValueError(f"s_mean must have 3n = {3 * n_vertices} entries, got {mean.numel()}")
         self.register_buffer("s_mean", mean.clone())
-        self.scaler = scaler if scaler is not None else CodeScaler(np.ones(n_id), np.ones(n_exp))
-        if (self.scaler.n_id, self.scaler.n_exp) != (n_id, n_exp):
-            raise ValueError(f"scaler is for ({self.scaler.n_id}, {self.scaler.n_exp}) codes, the network for ({n_id}, {n_exp})")
+        if scaler is None:
+            scaler = CodeScaler(np.ones(n_id), np.ones(n_exp), model_n_id=model_n_id)
+        self.scaler = scaler
+        if (scaler.n_id, scaler.n_exp) != (n_id, n_exp) or (model_n_id is not None and scaler.model_n_id != model_n_id):
+            raise ValueError(f"scaler is for ({scaler.n_id}, {scaler.n_exp}) codes of {scaler.model_n_id} identity "
+                             f"modes, the network for ({n_id}, {n_exp}) of {model_n_id or n_id}")
+        #: The morphable model's identity modes (``c_id`` codes the first :attr:`n_id` of them).
+        self.model_n_id = scaler.model_n_id
         #: The training phase these weights come from (set by the trainer and by ``load_model``;
         #: ``None`` for a network built here). A ``phase1`` network's decoders are untrained:
         #: :mod:`disentangled_face.networks.inference` then decodes through the 3DMM.
@@ -102,10 +110,21 @@ class DisentangledFaceNet(nn.Module):
     def from_config(cls, network: NetworkConfig, model, n_subjects: int,
                     scaler: CodeScaler | None = None) -> "DisentangledFaceNet":
         """Build from ``cfg.network`` and a :class:`~disentangled_face.shape.MorphableModel`
-        (its sizes and mean shape)."""
-        return cls(model.n_vertices, model.n_id, model.n_exp, n_subjects, s_mean=model.s_mean,
+        (its sizes and mean shape); ``c_id`` has ``network.id_codes`` entries (default the
+        model's identity modes).
+
+        Raises
+        ------
+        ValueError
+            When ``network.id_codes`` exceeds the model's identity modes.
+        """
+        k = network.id_codes or model.n_id
+        if k > model.n_id:
+            raise ValueError(f"network.id_codes = {k} but the model has {model.n_id} identity modes")
+        return cls(model.n_vertices, k, model.n_exp, n_subjects, s_mean=model.s_mean,
                    scaler=scaler, width=network.width, input_size=network.input_size,
-                   feature_dim=network.feature_dim, decoder_bias=network.decoder_bias, norm=network.norm)
+                   feature_dim=network.feature_dim, decoder_bias=network.decoder_bias, norm=network.norm,
+                   model_n_id=model.n_id)
 
     def arch(self) -> dict:
         """Constructor arguments (primitives only) so a checkpoint can rebuild the network."""
@@ -114,25 +133,27 @@ class DisentangledFaceNet(nn.Module):
                 "width": self.encoder.channels[0] / STAGE_CHANNELS[0],
                 "input_size": list(self.encoder.input_size), "feature_dim": self.encoder.feature_dim,
                 "decoder_bias": self.dec_id.bias is not None,
-                **({"norm": self.encoder.norm} if self.encoder.norm != "none" else {})}
+                **({"norm": self.encoder.norm} if self.encoder.norm != "none" else {}),
+                **({"model_n_id": self.model_n_id} if self.model_n_id != self.n_id else {})}
 
     @torch.no_grad()
     def init_decoders_from_model(self, model) -> None:
         """Set the decoders to the 3DMM bases: ``W_id = A_id diag(scale_id)``, ``W_res = A_exp diag(scale_exp)``.
 
         With ``c = alpha / scale`` (:class:`CodeScaler`) the decoded shape then equals
-        ``model.shape(alpha_id, alpha_exp)`` (Eq. 6) up to float rounding.
+        ``model.shape(alpha_id, alpha_exp)`` (Eq. 6) up to float rounding. A network whose
+        ``c_id`` codes the model's first :attr:`n_id` modes gets those modes' columns.
 
         Raises
         ------
         ValueError
             When the model's sizes differ from the network's.
         """
-        if (model.n_vertices, model.n_id, model.n_exp) != (self.n_vertices, self.n_id, self.n_exp):
+        if (model.n_vertices, model.n_id, model.n_exp) != (self.n_vertices, self.model_n_id, self.n_exp):
             raise ValueError(f"model sizes (n={model.n_vertices}, k_id={model.n_id}, k_exp={model.n_exp}) differ "
-                             f"from the network's ({self.n_vertices}, {self.n_id}, {self.n_exp})")
+                             f"from the network's ({self.n_vertices}, {self.model_n_id}, {self.n_exp})")
         dev = self.dec_id.weight.device
-        self.dec_id.weight.copy_(torch.as_tensor(model.A_id, device=dev) * self.scaler.scale_id)
+        self.dec_id.weight.copy_(torch.as_tensor(model.A_id[:, :self.n_id], device=dev) * self.scaler.scale_id)
         self.dec_res.weight.copy_(torch.as_tensor(model.A_exp, device=dev) * self.scaler.scale_exp)
         for lin in (self.dec_id, self.dec_res):
             if lin.bias is not None:

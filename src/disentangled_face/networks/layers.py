@@ -25,7 +25,7 @@ def build_from_arch(arch: dict) -> nn.Module:
         return DisentangledFaceNet(a["n_vertices"], a["n_id"], a["n_exp"], a["n_subjects"],
                                    width=a["width"], input_size=a["input_size"],
                                    feature_dim=a["feature_dim"], decoder_bias=a["decoder_bias"],
-                                   norm=a.get("norm", "none"))
+                                   norm=a.get("norm", "none"), model_n_id=a.get("model_n_id"))
     if kind == "texture":
         return TextureNet(a["n_subjects"], a["width"], a["input_size"], a["feature_dim"], norm=a.get("norm", "none"))
     raise ValueError(f"unknown network kind {kind!r}; expected 'disentangled' or 'texture'")

@@ -135,7 +135,7 @@ def shape_energy_weights(model, scaler) -> tuple[torch.Tensor, torch.Tensor]:
         Dimensionless, mean 1 over all k_id + k_exp codes.
     """
     n = model.n_vertices
-    e_id = torch.as_tensor(model.A_id, dtype=torch.float32).pow(2).sum(0) / n
+    e_id = torch.as_tensor(model.A_id[:, :scaler.n_id], dtype=torch.float32).pow(2).sum(0) / n
     e_exp = torch.as_tensor(model.A_exp, dtype=torch.float32).pow(2).sum(0) / n
     w_id = e_id * torch.as_tensor(scaler.scale_id, dtype=torch.float32).pow(2)
     w_res = e_exp * torch.as_tensor(scaler.scale_exp, dtype=torch.float32).pow(2)

@@ -15,10 +15,11 @@ from . import camera
 from .bfm import load_bfm2009
 from .morphable import NOSE_TIP_LANDMARK, MorphableModel, load_landmark_indices
 from .overlap import expression_energy_in_identity_span
+from .population import expected_mean_rms, neutral_mean
 from .procrustes import apply_similarity, similarity_procrustes
 
 __all__ = ["MorphableModel", "NOSE_TIP_LANDMARK", "load_landmark_indices", "load_ict_facekit",
-           "expression_energy_in_identity_span",
+           "expression_energy_in_identity_span", "neutral_mean", "expected_mean_rms",
            "fetch_ict_facekit", "load_bfm2009", "load_model", "camera", "ModelNotFoundError",
            "HashMismatchError", "similarity_procrustes", "apply_similarity"]
 

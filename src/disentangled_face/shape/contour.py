@@ -252,7 +252,12 @@ def contour_vertices(model, shapes, R, f, t, lines: ContourLines | None = None) 
     J, K = lines.vertices.shape
     P = S[:, lines.vertices.reshape(-1)]                      # (B, J K, 3)
     uv = camera.project(P, R, f, t).reshape(B, J, K, 2)
-    pos = silhouette_choice(torch.as_tensor(uv), torch.as_tensor(R), lines).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # (B, 16, K) scores: waking torch's threads costs more than the work
+    try:                          # (15x on a busy 2-core machine, where the renderer calls this per batch)
+        pos = silhouette_choice(torch.as_tensor(uv), torch.as_tensor(R), lines).numpy()
+    finally:
+        torch.set_num_threads(threads)
     out = np.repeat(model.landmarks[None], B, 0).astype(np.int64)
     out[:, lines.landmarks] = lines.vertices[np.arange(J)[None], pos]
     return out[0] if single else out

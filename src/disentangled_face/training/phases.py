@@ -39,10 +39,12 @@ __all__ = ["Phase", "Phase1", "Phase2", "Phase3", "TexturePhase", "PHASE_OBJECTS
            "PhaseStep", "fit_code_scaler"]
 
 
-def fit_code_scaler(dataset: Dataset, margin: float = NetworkConfig.model_fields["code_margin"].default) -> CodeScaler:
-    """:meth:`CodeScaler.fit` on a training dataset's fitted coefficients."""
+def fit_code_scaler(dataset: Dataset, margin: float = NetworkConfig.model_fields["code_margin"].default,
+                    n_id: int | None = None) -> CodeScaler:
+    """:meth:`CodeScaler.fit` on a training dataset's fitted coefficients (``c_id`` coding the
+    first ``n_id`` identity modes; default all)."""
     a_id, a_exp, _ = dataset_codes(dataset)
-    return CodeScaler.fit(a_id, a_exp, margin=margin)
+    return CodeScaler.fit(a_id, a_exp, margin=margin, n_id=n_id)
 
 
 class Phase:
@@ -118,7 +120,7 @@ class Phase:
             return
         if model is None:
             raise ValueError(f"{self.name} needs the morphable model (its fitted shapes are the targets)")
-        if (model.n_vertices, model.n_id, model.n_exp) != (net.n_vertices, net.n_id, net.n_exp):
+        if (model.n_vertices, model.n_id, model.n_exp) != (net.n_vertices, net.model_n_id, net.n_exp):
             raise ValueError("the morphable model's sizes differ from the network's")
 
     def loss(self, step: "PhaseStep", image, label, alpha_id, alpha_exp) -> tuple[torch.Tensor, dict]:
@@ -169,7 +171,7 @@ class Phase1(Phase):
     curves = (("loss", "loss", None), ("L_id", "L_id", None), ("L_res", "L_res", None))
 
     def build(self, network: NetworkConfig, data) -> nn.Module:
-        scaler = fit_code_scaler(data.train, network.code_margin)
+        scaler = fit_code_scaler(data.train, network.code_margin, n_id=network.id_codes)
         return DisentangledFaceNet.from_config(network, data.model, data.n_subjects, scaler=scaler)
 
     def loss(self, step, image, label, alpha_id, alpha_exp):
