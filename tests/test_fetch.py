@@ -96,6 +96,29 @@ def test_triangulate_quads():
     np.testing.assert_array_equal(tris, [[0, 1, 2], [0, 2, 3], [4, 5, 6]])
 
 
+def test_obj_vertex_reader_matches_trimesh(tmp_path):
+    """The fast reader returns the OBJ's own ``v`` lines, which trimesh puts first (it appends
+    the texture seams' duplicates after them)."""
+    import trimesh
+
+    obj = tmp_path / "quad.obj"
+    obj.write_text("# a quad with a texture seam\nv 0 0 0\nv 1.5 0 0\nv 1.5 2 0\nv 0 2 -0.25\n"
+                   "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt 0.5 0.5\nf 1/1 2/2 3/3\nf 1/5 3/3 4/4\n")
+    got = fetch._read_obj_vertices(obj)
+    ref = np.asarray(trimesh.load(obj, process=False, maintain_order=True, force="mesh").vertices)
+    assert got.shape == (4, 3)
+    np.testing.assert_array_equal(got, ref[:4])
+    np.testing.assert_array_equal(got[3], [0, 2, -0.25])
+
+
+@pytest.mark.parametrize("text", ["f 1 2 3\n", "v 0 0\nv 1 1 1\n"])
+def test_obj_vertex_reader_rejects_bad_files(tmp_path, text):
+    obj = tmp_path / "bad.obj"
+    obj.write_text(text)
+    with pytest.raises(ValueError, match="vertex lines"):
+        fetch._read_obj_vertices(obj)
+
+
 def test_bfm2009_loader_on_tiny_mat(tmp_path):
     """A tiny file in the layout of 01_MorphableModel.mat (micrometres, 1-based triangles)."""
     n, k_id, k_exp = 80, 4, 2
