@@ -337,23 +337,13 @@ def test_ground_truth_scans(built, model):
     assert scan.triangles.shape == model.triangles.shape
 
 
-def test_dead_render_worker_raises(model):
+def test_dead_render_worker_raises(model, first_result_then_dead_worker):
     """synth.workers > 1: a rendering process that dies (here killed after the first span, as the
     kernel's out-of-memory killer would) raises a RuntimeError naming the cause; the build
     does not wait for it forever."""
-    import multiprocessing
-    import os
-    import signal
 
     synth = tiny(batch=1, workers=2)
     cfg, plan = data.protocol_config("train", synth), data.plan_protocol("train", synth, model)
-    before = {p.pid for p in multiprocessing.active_children()}
     gen = synth_build._render_plan(model, plan, cfg, 1, 2, False, "")
-    span, arrays = next(gen)
+    span, arrays = first_result_then_dead_worker(gen, "rendering worker process died")
     assert span == (0, 1) and arrays["images"].shape[0] == 1
-    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
-    assert workers
-    os.kill(workers[0].pid, signal.SIGKILL)
-    with pytest.raises(RuntimeError, match="rendering worker process died"):
-        for _ in gen:
-            pass
