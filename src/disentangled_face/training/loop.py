@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import TrainConfig
 from . import checkpoints as ck
+from .augment import make_augment
 from .closed_form import train_closed_form
 from .distributed import (ResumableSampler, all_reduce_sum, amp_dtype, barrier, dist_info, gather_objects,
                           resolve_device)
@@ -68,6 +69,7 @@ class _Run:
         self.step_module = PhaseStep(phase, net, model, self.pcfg).to(dev)
         self.optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], self.pcfg)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.augment = make_augment().to(dev) if getattr(self.pcfg, "augment", False) else None
         self.step = self.epoch = self.position = 0
         self.ep_resume = [0.0, 0.0]
 
@@ -110,7 +112,10 @@ class _Run:
         self.sampler = ResumableSampler(inputs, num_replicas=self.world, rank=self.rank, seed=self.train.seed)
         self.loader = DataLoader(inputs, batch_size=self.per_rank, sampler=self.sampler, drop_last=True,
                                  num_workers=self.train.num_workers, pin_memory=self.dev.type == "cuda",
-                                 persistent_workers=False)
+                                 persistent_workers=False,
+                                 # its own generator: each epoch's iterator draws its workers' base seed from it,
+                                 # not from the global RNG that the augmentation uses (resume stays exact)
+                                 generator=torch.Generator().manual_seed(self.train.seed + self.rank))
 
     def save_state(self, ep_sum: torch.Tensor) -> None:
         """A state checkpoint (every rank's RNG and epoch-loss sum; rank 0 writes)."""
@@ -125,6 +130,8 @@ class _Run:
     def train_step(self, b: dict) -> tuple[float, dict]:
         """One optimiser step on a batch; (learning rate, the phase's metrics as floats)."""
         b = {k: v.to(self.dev, non_blocking=True) for k, v in b.items() if k in _BATCH_KEYS}
+        if "image" in b and self.augment is not None:
+            b["image"] = self.augment(b["image"])
         if "image" in b and self.chan_last:
             b["image"] = b["image"].contiguous(memory_format=torch.channels_last)
         lr = self.pcfg.lr * lr_factor(self.step, self.steps_per_epoch, self.total_steps, self.pcfg)
