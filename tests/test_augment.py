@@ -21,12 +21,12 @@ def _faces(n=8, seed=0):
 def test_neutral_settings_give_the_images_back():
     x = _faces()
     neutral = AugmentSettings(degrees=0.0, translate=0.0, scale=(1.0, 1.0), jitter_p=0.0, blur_p=0.0, noise_p=0.0)
-    torch.testing.assert_close(make_augment(neutral)(x), x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(make_augment("full", neutral)(x), x, rtol=0, atol=1e-5)
 
 
 def test_every_call_draws_a_new_change_within_the_input_range():
     x = _faces()
-    aug = make_augment()
+    aug = make_augment("full")
     torch.manual_seed(0)
     a, b = aug(x), aug(x)
     assert a.shape == x.shape and a.dtype == x.dtype
@@ -41,13 +41,28 @@ def test_every_call_draws_a_new_change_within_the_input_range():
     torch.testing.assert_close(aug(x), a)  # seeded by torch's RNG (what checkpoints store)
 
 
+def test_photometric_keeps_the_geometry():
+    """Without the warp, an image's edges stay where they were: brightness/contrast/blur/noise only."""
+    x = torch.zeros(4, 3, 56, 48) - 0.6
+    x[:, :, 20:36, 16:32] = 0.6  # a bright square
+    torch.manual_seed(1)
+    y = make_augment("photometric", AugmentSettings(noise_p=0.0, blur_p=0.0))(x)
+    inside, outside = y[:, :, 22:34, 18:30].mean(dim=(1, 2, 3)), y[:, :, :16].mean(dim=(1, 2, 3))
+    assert (inside > outside + 0.3).all()  # the square is still there, brighter than the rest
+    # the contrast change is affine per image: every outside pixel keeps one value
+    assert float(y[:, :, :16].std(dim=(1, 2, 3)).max()) < 1e-5
+
+
 def test_bad_images_are_refused():
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
-        make_augment()(torch.zeros(3, 56, 48))
+        make_augment("full")(torch.zeros(3, 56, 48))
+    with pytest.raises(ValueError, match="augment must be one of"):
+        make_augment("flip")
+    assert make_augment("none") is None
 
 
 def test_resume_with_augmentation_matches_uninterrupted(tmp_path):
-    cfg = tcfg({**CFG_D, "phase1": {"epochs": 2, "lr": 3e-3, "augment": True}})
+    cfg = tcfg({**CFG_D, "phase1": {"epochs": 2, "lr": 3e-3, "augment": "photometric"}})
     ra, _ = _interrupted_equals_uninterrupted(tmp_path, "phase1", cfg, max_steps=6, net_fn=toy_net)
     plain = tcfg({**CFG_D, "phase1": {"epochs": 2, "lr": 3e-3}})
     from test_train import toy_data

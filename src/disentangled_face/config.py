@@ -364,8 +364,8 @@ class PhaseConfig(_Section):
     ``optimizer`` adam | adamw | sgd (``phase2`` also ``lstsq``, the closed-form minimiser),
     ``schedule`` constant | cosine | step (``milestones`` in epochs, ``gamma``), ``warmup_steps``,
     ``min_lr_factor`` (cosine floor), ``epochs``, ``batch_size`` (None: ``train.batch_size``),
-    ``augment`` (a random change of every training image at every step, a deviation:
-    :mod:`disentangled_face.training.augment`).
+    ``augment`` none | photometric | full (a random change of every training image at every
+    step, a deviation: :mod:`disentangled_face.training.augment`).
     """
 
     optimizer: Literal["adam", "adamw", "sgd", "lstsq"] = "adam"
@@ -379,7 +379,7 @@ class PhaseConfig(_Section):
     min_lr_factor: float = Field(0.0, ge=0, le=1)
     epochs: int = Field(1, ge=1)
     batch_size: Optional[int] = Field(None, ge=1)
-    augment: bool = False
+    augment: Literal["none", "photometric", "full"] = "none"
 
     @field_validator("milestones")
     @classmethod
