@@ -6,7 +6,7 @@ import torch
 
 from disentangled_face import training as T
 from disentangled_face.training.augment import AugmentSettings, make_augment
-from test_train import CFG_D, _interrupted_equals_uninterrupted, tcfg, toy_net
+from test_train import CFG_D, _interrupted_equals_uninterrupted, tcfg, toy_data, toy_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -65,7 +65,6 @@ def test_resume_with_augmentation_matches_uninterrupted(tmp_path):
     cfg = tcfg({**CFG_D, "phase1": {"epochs": 2, "lr": 3e-3, "augment": "photometric"}})
     ra, _ = _interrupted_equals_uninterrupted(tmp_path, "phase1", cfg, max_steps=6, net_fn=toy_net)
     plain = tcfg({**CFG_D, "phase1": {"epochs": 2, "lr": 3e-3}})
-    from test_train import toy_data
     m, ds = toy_data()
     rp = T.train_phase("phase1", toy_net(m, ds), ds, plain, tmp_path / "plain", model=m, chash="h", progress=False)
     # the augmented run saw other images: its losses differ from the plain run's

@@ -69,7 +69,7 @@ class _Run:
         self.step_module = PhaseStep(phase, net, model, self.pcfg).to(dev)
         self.optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], self.pcfg)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.augment = make_augment(getattr(self.pcfg, "augment", "none"))
+        self.augment = make_augment(self.pcfg.augment)
         if self.augment is not None:
             self.augment.to(dev)
         self.step = self.epoch = self.position = 0
