@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...config import ExperimentsConfig
-from ...shape.procrustes import apply_similarity, similarity_procrustes
+from ...shape.procrustes import apply_similarity, as_torch, similarity_procrustes
 
 __all__ = ["CROP_RADIUS_MM", "ShapeError", "shape_error", "surface_distance", "model_shape_error"]
 
@@ -131,6 +131,14 @@ def surface_distance(points, vertices, triangles) -> np.ndarray:
     return np.asarray(dist, np.float64)
 
 
+def _norm3(x: np.ndarray) -> np.ndarray:
+    """Euclidean norms over the last axis (float64; torch's one-pass kernel, several times faster
+    than ``np.linalg.norm(axis=-1)`` on (B, n, 3) batches)."""
+    import torch  # noqa: PLC0415
+
+    return torch.linalg.vector_norm(as_torch(np.asarray(x)), dim=-1).numpy()
+
+
 def shape_error(recon, truth, recon_landmarks, truth_landmarks, nose_tip,
                 radius_mm: float = CROP_RADIUS_MM, correspondence: str = "vertex",
                 return_aligned: bool = False, recon_triangles=None):
@@ -198,7 +206,7 @@ def shape_error(recon, truth, recon_landmarks, truth_landmarks, nose_tip,
         raise ValueError(f"radius_mm must be positive, got {radius_mm}")
     scale, Rot, t = similarity_procrustes(LR, LT)
     aligned = apply_similarity(R_, scale, Rot, t)
-    keep = np.linalg.norm(T_ - nt[:, None, :], axis=-1) <= radius_mm  # (B, m)
+    keep = _norm3(T_ - nt[:, None, :]) <= radius_mm  # (B, m)
     n_kept = keep.sum(-1)
     if (n_kept == 0).any():
         raise ValueError(f"the {radius_mm} mm crop around the nose tip keeps no ground-truth vertex")
@@ -207,7 +215,7 @@ def shape_error(recon, truth, recon_landmarks, truth_landmarks, nose_tip,
             raise ValueError(
                 f"vertex correspondence needs the same vertex count, got recon n={R_.shape[1]} and "
                 f"truth n={T_.shape[1]}; use correspondence='nearest' for another topology")
-        d = np.linalg.norm(aligned - T_, axis=-1)  # (B, n)
+        d = _norm3(aligned - T_)  # (B, n)
     elif correspondence == "nearest":
         from scipy.spatial import cKDTree
 
