@@ -114,3 +114,25 @@ def test_mean_face_is_a_reconstruction_method_only():
     assert METHODS["mean face"].source == "mean" and METHODS["mean face"].feature is None
     assert "mean face" in [m.name for m in reconstruction_methods()]
     assert "mean face" not in [m.name for m in verification_methods()]
+
+
+def test_subjects_for_ratio_extrapolates_a_log_line_and_refuses_bad_input():
+    """An exact line in log10(S) is recovered (slope per decade, the size where it reaches the
+    target); a curve that does not fall needs infinitely many subjects; bad input is refused."""
+    import pandas as pd
+    from disentangled_face.evaluation import subjects_for_ratio
+    S = np.array([300, 600, 1000, 3000])
+    down = 1.1 - 0.05 * np.log10(S)   # falls 0.05 per decade: 0.75 at 10**7 subjects
+    flat = np.full(4, 0.97)
+    df = pd.DataFrame({"subjects": np.r_[S, S], "method": ["a"] * 4 + ["b"] * 4, "vs_mean_face": np.r_[down, flat]})
+    r = subjects_for_ratio(df, 0.75)
+    assert r.loc["a", "per_decade"] == pytest.approx(-0.05)
+    assert r.loc["a", "subjects_needed"] == pytest.approx(1e7, rel=1e-6)
+    assert r.loc["a", "at_largest"] == pytest.approx(down[-1])
+    assert math.isinf(r.loc["b", "subjects_needed"]) and int(r.loc["b", "largest"]) == 3000
+    with pytest.raises(ValueError, match="target"):
+        subjects_for_ratio(df, 1.5)
+    with pytest.raises(ValueError, match="two population sizes"):
+        subjects_for_ratio(df[df.subjects == 300], 0.75)
+    with pytest.raises(ValueError, match="columns"):
+        subjects_for_ratio(df.drop(columns="vs_mean_face"), 0.75)

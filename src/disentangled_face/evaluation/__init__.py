@@ -62,7 +62,7 @@ from .results import ChapterResults, record_chapter
 from .photos import PhotoReconstruction, reconstruct_photo
 from .scan_fits import ScanFitResult, ScanRenders, render_scan, scan_crop_mesh, scan_distance_map, scan_fit_experiment
 from .power import min_detectable_difference, paired_mde, t_test_power
-from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study
+from .scaling import SCALING_METHODS, aligned_errors, held_out_aligned, scaling_study, subjects_for_ratio
 from .runs import cached_speed, run_all, run_learned_bases, run_reconstruction, run_speed, run_verification
 from .speed import speed_table, time_per_image
 from .standing import standing, standing_markdown
@@ -80,7 +80,7 @@ __all__ = [
     "networks_fingerprint", "fit_codes", "protocol_codes", "method_outputs", "sample_images",
     "run_reconstruction", "run_verification", "run_speed", "cached_speed", "run_learned_bases", "run_all",
     "ChapterResults", "record_chapter", "encode", "features", "reconstruct", "alpha_from_images", "evaluate",
-    "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study",
+    "decodes_through_3dmm", "min_detectable_difference", "paired_mde", "t_test_power", "scaling_study", "subjects_for_ratio",
     "SCALING_METHODS", "aligned_errors", "held_out_aligned", "standing", "standing_markdown",
     "PhotoReconstruction", "reconstruct_photo", "contour_error_vs_yaw",
     "ScanRenders", "ScanFitResult", "render_scan", "scan_fit_experiment", "scan_distance_map", "scan_crop_mesh",

@@ -26,7 +26,7 @@ from . import metrics
 from .cache import load_morphable, load_set, net_images
 from .verification import verification_table
 
-__all__ = ["SCALING_METHODS", "aligned_errors", "held_out_aligned", "scaling_study"]
+__all__ = ["SCALING_METHODS", "aligned_errors", "held_out_aligned", "scaling_study", "subjects_for_ratio"]
 
 #: The methods of the study (the two that differ only in the joint phase).
 SCALING_METHODS = ("3DMM-CNN-like", "Proposed")
@@ -168,3 +168,55 @@ def scaling_study(cfg: Config, sizes: Sequence[int], progress: bool = False,
                          "lfw_accuracy": float(acc[name].mean()), "lfw_std": float(acc[name].std(ddof=1)),
                          "n_test_images": int(e.size)})
     return pd.DataFrame(rows)
+
+
+def subjects_for_ratio(scaling: pd.DataFrame, target: float = 0.75) -> pd.DataFrame:
+    """Where the scaling curve would reach ``target`` × the mean face's error, by a straight line in log S.
+
+    Fits ``vs_mean_face = a + b · log10(S)`` by least squares to each method's rows of
+    :func:`scaling_study` and solves it for ``target``. This is an extrapolation from the sizes
+    measured, an indication of the order of magnitude, not a prediction: the curve may bend.
+
+    Parameters
+    ----------
+    scaling : pandas.DataFrame
+        What :func:`scaling_study` returns (columns ``subjects``, ``method``, ``vs_mean_face``),
+        with at least two sizes per method.
+    target : float
+        The ratio to the mean face's error to reach (the book's goal: 0.75), in (0, 1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by method: ``per_decade`` (b, the change of the ratio per tenfold more
+        subjects), ``at_largest`` (the fitted ratio at the largest size), ``subjects_needed``
+        (10^((target - a) / b); ``inf`` where the line does not fall, b >= 0), ``largest``.
+
+    Raises
+    ------
+    ValueError
+        On a ``target`` outside (0, 1], missing columns, or fewer than two sizes for a method.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"subjects": [100, 1000], "method": ["m", "m"], "vs_mean_face": [1.0, 0.9]})
+    >>> r = subjects_for_ratio(df, 0.75)
+    >>> round(float(r.loc["m", "per_decade"]), 3), round(float(r.loc["m", "subjects_needed"]))
+    (-0.1, 31623)
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target must lie in (0, 1] (a ratio to the mean face's error), got {target}")
+    missing = {"subjects", "method", "vs_mean_face"} - set(scaling.columns)
+    if missing:
+        raise ValueError(f"scaling lacks the columns {sorted(missing)} (pass what scaling_study returns)")
+    rows = {}
+    for name, g in scaling.groupby("method", sort=False):
+        S = g["subjects"].to_numpy(float)
+        if np.unique(S).size < 2:
+            raise ValueError(f"method {name!r} has fewer than two population sizes; a line needs two")
+        b, a = np.polyfit(np.log10(S), g["vs_mean_face"].to_numpy(float), 1)
+        with np.errstate(over="ignore"):  # a nearly flat line: more subjects than a float holds
+            needed = float(np.power(10.0, (target - a) / b)) if b < 0 else float("inf")
+        rows[name] = {"per_decade": float(b), "at_largest": float(a + b * np.log10(S.max())),
+                      "subjects_needed": float(needed), "largest": int(S.max())}
+    return pd.DataFrame.from_dict(rows, orient="index")
