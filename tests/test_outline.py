@@ -147,5 +147,7 @@ def test_marching_on_the_independent_outline_at_yaw70(ict):
     assert march[0] < 1.0, march
     assert march.max() < 1.5, march
     assert (fixed > 3 * march).all() and fixed.min() > 4.0, (fixed, march)
-    assert (r["marching"][0] < 1e-6).all()                                    # the reference itself
+    # the reference itself: the same landmarks fitted in a batch of another size, in float32 (2e-6 mm
+    # seen on one AMD EPYC machine, 5e-14 on another)
+    assert (r["marching"][0] < 1e-4).all()
     assert r["offset_px"][1].max() > 3.0                                     # not the candidates' points
