@@ -506,3 +506,32 @@ def test_quality_report_does_not_change_the_fit(ict):
     b = fitting.fit_subjects(ict, syn.landmarks, syn.label, check_order=False, **FAST)
     for k in ("alpha_id", "alpha_exp", "R", "f", "t", "rmse_px", "objective"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+
+
+def test_shape_errors_equal_the_errors_of_the_shapes(ict):
+    """shape_errors works in code space (the model's second moments); it must give the RMSE of
+    the full shapes themselves: no alignment, Umeyama on the 68 landmarks, and the neutral
+    identity shapes, to float rounding; identical codes give zero, a pure offset of the
+    truth's expression is invisible to the identity error."""
+    from disentangled_face.fitting.simulate import shape_rmse
+
+    rng = np.random.default_rng(3)
+    N = 40
+    a_id, b_id = rng.normal(size=(2, N, ict.n_id))
+    a_exp, b_exp = np.clip(rng.normal(0.2, 0.3, (2, N, ict.n_exp)), 0, 1)
+    got = fitting.shape_errors(ict, a_id, a_exp, b_id, b_exp, chunk=16)   # chunks of 16, 16, 8
+    est, true = ict.shape(a_id, a_exp).astype(np.float64), ict.shape(b_id, b_exp).astype(np.float64)
+    L = ict.landmarks
+    np.testing.assert_allclose(got["shape_raw"], shape_rmse(est, true), atol=1e-4)
+    np.testing.assert_allclose(got["shape_aligned"], shape_rmse(est, true, align_on=L), atol=1e-4)
+    np.testing.assert_allclose(got["identity_aligned"],
+                               shape_rmse(ict.identity_shape(a_id), ict.identity_shape(b_id), align_on=L), atol=1e-4)
+    assert got["shape_aligned"].min() > 1.0                     # random faces differ by millimetres
+    same = fitting.shape_errors(ict, a_id, a_exp, a_id, a_exp)
+    for k in ("shape_raw", "shape_aligned", "identity_aligned"):
+        np.testing.assert_allclose(same[k], 0.0, atol=1e-3)
+    other_exp = fitting.shape_errors(ict, a_id, a_exp, a_id, b_exp)
+    np.testing.assert_allclose(other_exp["identity_aligned"], 0.0, atol=1e-3)
+    assert (other_exp["shape_raw"] > 0.1).all()
+    with pytest.raises(ValueError, match="alpha_exp must have shape"):
+        fitting.shape_errors(ict, a_id, a_exp[:, :3], b_id, b_exp)
