@@ -227,8 +227,10 @@ def shape_errors(model: MorphableModel, alpha_id: Any, alpha_exp: Any, true_alph
     is fitted on the 68 landmark vertices, and the squared distance over all n vertices,
     ``sum_v ||c R x_v + t - z_v||^2 = c^2 ||X||^2 + n ||t||^2 + ||Z||^2 + 2 c t.R sum_v x_v
     - 2 c tr(R X^T Z) - 2 t.sum_v z_v``, is expanded in the codes through the model's second
-    moments (:func:`_basis_moments`, float64): about 20 times less work than the shapes, and
-    equal to the direct computation to float64 rounding (``tests/test_fitting.py``).
+    moments (:func:`_basis_moments`, float64): about 100 times faster than forming the shapes
+    (600 ICT-FaceKit images), and equal to the direct computation to about 1e-6 mm on errors of
+    millimetres (an exact zero comes out as a few 1e-6 mm, the square root of a difference of
+    large sums; ``tests/test_fitting.py``).
 
     Parameters
     ----------
@@ -251,6 +253,16 @@ def shape_errors(model: MorphableModel, alpha_id: Any, alpha_exp: Any, true_alph
     ------
     ValueError
         When the code arrays do not have N rows of the model's sizes.
+
+    Examples
+    --------
+    >>> m = MorphableModel.toy(k_id=2, k_exp=1)
+    >>> a_id, a_exp = np.array([[1.0, 0.0]]), np.array([[0.5]])
+    >>> e = shape_errors(m, a_id, a_exp, a_id, a_exp)
+    >>> [round(float(e[k][0]), 4) for k in ("shape_raw", "shape_aligned", "identity_aligned")]
+    [0.0, 0.0, 0.0]
+    >>> float(shape_errors(m, a_id, a_exp, a_id, 0 * a_exp)["identity_aligned"][0]) < 1e-4   # expression only
+    True
     """
     arrs = [np.asarray(a, np.float64) for a in (alpha_id, alpha_exp, true_alpha_id, true_alpha_exp)]
     N = arrs[0].shape[0]
