@@ -31,6 +31,28 @@ def test_fitter_against_eos_on_identical_landmarks(ict):
     assert t.loc["ours, multi-image", "reprojection (px)"] < t.loc[peers.EOS_ROW, "reprojection (px)"]
 
 
+def test_fitter_variants_fit_the_same_landmarks_with_their_options(ict):
+    pytest.importorskip("eos")
+    cfg = load_config("book")
+    same = {k: getattr(cfg.fitting, k) for k in ("max_iter", "joint_iters")}
+    t = peers.fitter_against_eos(cfg, ict, subjects=4, images=3, eos_images=2,
+                                 variants={"same options": same, "one pass": {"max_iter": 1, "joint_iters": 0}})
+    assert list(t.index) == ["ours, single-image", "ours, multi-image", "same options", "one pass", peers.EOS_ROW]
+    # the profile's options again: the same fit, to float32 rounding
+    for col in ("reprojection (px)", "3D error (mm)"):
+        assert t.loc["same options", col] == pytest.approx(t.loc["ours, multi-image", col], rel=1e-4)
+    # one alternation and no joint refinement leaves the landmarks further off
+    assert t.loc["one pass", "reprojection (px)"] > t.loc["ours, multi-image", "reprojection (px)"]
+
+
+def test_fitter_variants_refuse_bad_names_and_options(ict):
+    cfg = load_config("book")
+    with pytest.raises(ValueError, match="fixed rows"):
+        peers.fitter_against_eos(cfg, ict, subjects=2, images=2, eos_images=2, variants={"ours, multi-image": {}})
+    with pytest.raises(ValueError, match="max_iters"):
+        peers.fitter_against_eos(cfg, ict, subjects=2, images=2, eos_images=2, variants={"x": {"max_iters": 3}})
+
+
 def test_renderer_throughput_table(ict):
     t = peers.renderer_throughput(ict, images=16, batch=8, naive_images=2)
     assert list(t.index) == ["one image per call", "batched (one process)"]

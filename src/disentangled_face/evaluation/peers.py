@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -95,15 +96,21 @@ def fit_project(model, fit) -> np.ndarray:
 
 
 def fitter_against_eos(cfg: Config, model, subjects: int = 50, images: int = 6, eos_images: int = 60,
-                       noise_px: float = 1.0, seed: int = 0) -> pd.DataFrame:
+                       noise_px: float = 1.0, seed: int = 0,
+                       variants: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Our fitter (the profile's ``fitting`` options, float32, one torch thread) against
     eos-py on identical landmarks: ``subjects`` x ``images`` simulated images (the profile's
     ``synth.jaw_landmarks``, Gaussian noise ``noise_px``), 112 x 96 pixels.
 
+    ``variants`` maps a row name to fitter options that replace the profile's (for example
+    ``{"fewer iterations": {"max_iter": 4}}``): each is fitted in multi-image mode on the same
+    landmarks, so the table shows what other options would buy in speed and cost in error.
+
     Returns
     -------
     DataFrame
-        Rows ``ours, single-image``, ``ours, multi-image``, :data:`EOS_ROW`; columns
+        Rows ``ours, single-image``, ``ours, multi-image``, then one row per variant, then
+        :data:`EOS_ROW`; columns
         ``images/s``, ``× eos-py`` (the ratio of images/s), ``images per CPU-second``, ``CPU × eos-py``,
         ``reprojection (px)`` (RMS over landmarks, mean over images), ``3D error (mm)`` (full shape
         after a similarity alignment on the 68 landmarks, mean over images), ``images``.
@@ -112,11 +119,20 @@ def fitter_against_eos(cfg: Config, model, subjects: int = 50, images: int = 6, 
     ------
     ImportError
         Without eos-py (pinned in ``requirements.txt``).
+    ValueError
+        A variant named like a fixed row, or with an option :class:`~disentangled_face.config.FittingConfig`
+        does not have (pydantic's message).
     """
+    variants = dict(variants or {})
+    fixed = {"ours, single-image", "ours, multi-image", EOS_ROW}
+    if fixed & set(variants):
+        raise ValueError(f"variant names must differ from the fixed rows {sorted(fixed)}; got {sorted(fixed & set(variants))}")
+    opts = cfg.fitting
+    variant_opts = {name: opts.model_validate({**opts.model_dump(), **dict(v)}) for name, v in variants.items()}
     H, W = 112, 96
     syn = fitting.simulate_landmarks(model, subjects, images, noise_px=noise_px, image_size=(H, W), seed=seed,
                                      jaw_landmarks=cfg.synth.jaw_landmarks)
-    opts, over, rows = cfg.fitting, dict(threads=1, dtype="float32"), {}
+    over, rows = dict(threads=1, dtype="float32"), {}
 
     def record(name, wall, cpu, a_id, a_exp, proj, sel):
         rep = np.sqrt(((proj - syn.landmarks[sel]) ** 2).sum(-1).mean(-1)).mean()
@@ -126,9 +142,11 @@ def fitter_against_eos(cfg: Config, model, subjects: int = 50, images: int = 6, 
 
     everything = np.arange(len(syn.label))
     fitting.fit_subjects(model, syn.landmarks[:8], None, opts, **over)  # warm-up
-    for name, labels in (("ours, single-image", None), ("ours, multi-image", syn.label)):
+    runs = [("ours, single-image", None, opts), ("ours, multi-image", syn.label, opts)]
+    runs += [(name, syn.label, o) for name, o in variant_opts.items()]
+    for name, labels, options in runs:
         t0, c0 = time.perf_counter(), time.process_time()
-        fit = fitting.fit_subjects(model, syn.landmarks, labels, opts, **over)
+        fit = fitting.fit_subjects(model, syn.landmarks, labels, options, **over)
         record(name, time.perf_counter() - t0, time.process_time() - c0, fit.alpha_id, fit.alpha_exp,
                fit_project(model, fit), everything)
     mm, mapper = eos_model(model)
